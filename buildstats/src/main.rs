@@ -1,0 +1,223 @@
+//! `buildstats`: one binary, every role a subcommand (run one role per process in a cluster,
+//! or `all` on one machine).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use buildstats_core::auth::Authenticator;
+use buildstats_core::config::{env_variables, Config};
+use buildstats_core::tenancy::Slug;
+use buildstats_core::tokens::Scope;
+use buildstats_core::{db, kafka, telemetry};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "buildstats", version, about = "Self-hosted build statistics for Pants")]
+struct Cli {
+    /// Config file (TOML). BUILDSTATS_* environment variables override it.
+    #[arg(long, global = true, env = "BUILDSTATS_CONFIG", default_value = "buildstats.toml")]
+    config: PathBuf,
+    /// Extra KEY=VALUE variables, read when the file exists (what `dev/services up` writes).
+    /// Variables already set in the environment win.
+    #[arg(long, global = true, env = "BUILDSTATS_ENV_FILE", default_value = "target/dev/services.env")]
+    env_file: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the ingest HTTP API (the Pants plugin's endpoints).
+    Gateway,
+    /// Every role in one process, after applying migrations and creating topics: the local run.
+    All,
+    /// Set-up and tenancy administration.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Inspect configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create the database if missing and apply the Postgres migrations (idempotent).
+    Migrate,
+    /// Migrations, then the Kafka topics (idempotent): everything a fresh install needs.
+    Init,
+    /// Long-lived tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ScopeArg {
+    Ingest,
+    Read,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create the org/repo if missing and print a long-lived token as the last stdout line.
+    Create {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        repo: String,
+        /// `ingest` may write builds; `read` may only read.
+        #[arg(long, value_enum, default_value = "ingest")]
+        scope: ScopeArg,
+        /// A CI token: may attribute CI builds to the CI user (impersonation).
+        #[arg(long)]
+        ci: bool,
+        /// Who or what the token is for (shown by the plugin as the token's user).
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Lifetime in days (default: auth.refresh_token_days).
+        #[arg(long)]
+        ttl_days: Option<i64>,
+    },
+    /// Revoke a token (and every access token issued from it) within seconds.
+    Revoke {
+        #[arg(long)]
+        jid: uuid::Uuid,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// List every BUILDSTATS_* variable with its default.
+    Env,
+    /// Print the effective configuration (secrets hidden).
+    Show,
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let explicit = std::env::var_os("BUILDSTATS_CONFIG").is_some() || cli.config != PathBuf::from("buildstats.toml");
+    let config = Config::from_env_and_file(&cli.config, explicit, Some(&cli.env_file))?;
+    Ok(config)
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = load_config(&cli)?;
+    telemetry::init_logging(&config.log);
+    match cli.command {
+        Command::Gateway => gateway(config).await,
+        Command::All => {
+            init(&config).await?;
+            gateway(config).await
+        }
+        Command::Admin { command } => admin(config, command).await,
+        Command::Config { command: ConfigCommand::Env } => {
+            for var in env_variables() {
+                println!("{}={}", var.name, var.default);
+            }
+            Ok(())
+        }
+        Command::Config { command: ConfigCommand::Show } => {
+            let mut shown = config.clone();
+            if !shown.auth.keys.is_empty() {
+                shown.auth.keys = shown
+                    .auth
+                    .keys
+                    .split(',')
+                    .map(|k| format!("{}:***", k.split(':').next().unwrap_or("")))
+                    .collect::<Vec<_>>()
+                    .join(",");
+            }
+            print!("{}", toml::to_string(&shown)?);
+            Ok(())
+        }
+    }
+}
+
+async fn gateway(config: Config) -> anyhow::Result<()> {
+    telemetry::metrics_handle();
+    let state = ingest_gateway::prepare(&config).await?;
+    let listener = tokio::net::TcpListener::bind(&config.gateway.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (gateway.listen)", config.gateway.listen))?;
+    ingest_gateway::serve(
+        state,
+        listener,
+        Duration::from_secs(config.gateway.shutdown_grace_seconds),
+        telemetry::shutdown_signal(),
+    )
+    .await
+}
+
+async fn init(config: &Config) -> anyhow::Result<()> {
+    eprintln!("[1/2] Postgres migrations ({})", config.postgres.url.split('@').last().unwrap_or(""));
+    let applied = db::migrate(&config.postgres).await?;
+    eprintln!("      {applied} newly applied");
+    eprintln!("[2/2] Kafka topics on {}", config.kafka.brokers);
+    let created = kafka::ensure_topics(&config.kafka).await?;
+    if created.is_empty() {
+        eprintln!("      {} and {} already exist", config.kafka.topic, config.kafka.dead_letter_topic);
+    } else {
+        eprintln!("      created {}", created.join(", "));
+    }
+    eprintln!("init done: {} partitions, retention {} days", config.kafka.partitions, config.kafka.retention_days);
+    Ok(())
+}
+
+async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::Migrate => {
+            let applied = db::migrate(&config.postgres).await?;
+            println!("migrations up to date ({applied} newly applied)");
+            Ok(())
+        }
+        AdminCommand::Init => init(&config).await,
+        AdminCommand::Token { command } => {
+            let pool = db::connect(&config.postgres).await?;
+            db::check_migrated(&pool).await?;
+            let auth = Authenticator::new(&config.auth, pool.clone())?;
+            match command {
+                TokenCommand::Create { org, repo, scope, ci, description, ttl_days } => {
+                    let org = Slug::parse("org", &org)?;
+                    let repo = Slug::parse("repo", &repo)?;
+                    if ttl_days.is_some_and(|d| d < 1) {
+                        bail!("--ttl-days must be at least 1");
+                    }
+                    let scope = match scope {
+                        ScopeArg::Ingest => Scope::Ingest,
+                        ScopeArg::Read => Scope::Read,
+                    };
+                    let created = auth.create_token(&org, &repo, scope, ci, &description, ttl_days).await?;
+                    println!("# token for {org}/{repo}, scope {}, ci {ci}", scope.as_str());
+                    println!("# jid {} (revoke with `buildstats admin token revoke --jid {}`)", created.jid, created.jid);
+                    println!("# expires {}", created.expires_at.to_rfc3339());
+                    println!("{}", created.token);
+                    Ok(())
+                }
+                TokenCommand::Revoke { jid } => {
+                    if !db::revoke_token(&pool, jid).await? {
+                        bail!("no token with jid {jid}");
+                    }
+                    println!(
+                        "revoked {jid}: it and its access tokens stop working within {} s",
+                        config.auth.revocation_check_seconds
+                    );
+                    Ok(())
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! Configuration: one TOML file plus `BUILDSTATS_<SECTION>_<KEY>` environment variables.
+//!
+//! The environment names are derived from the TOML keys (`[kafka] brokers` is
+//! `BUILDSTATS_KAFKA_BROKERS`), so the two can never drift apart; [`env_variables`] lists
+//! them all, and `buildstats config env` prints them. Precedence, lowest first: built-in
+//! defaults (which match `dev/services`), the config file, the dev env file
+//! (`target/dev/services.env`, when present), the process environment.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub const ENV_PREFIX: &str = "BUILDSTATS_";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub postgres: PostgresConfig,
+    pub auth: AuthConfig,
+    pub gateway: GatewayConfig,
+    pub query: QueryConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma separated.
+    pub brokers: String,
+    /// The builds topic: every event of a build and its tombstone.
+    pub topic: String,
+    /// Where sinks send records that can never be written.
+    pub dead_letter_topic: String,
+    /// Partitions of the builds topic, fixed at creation (a change is a topic migration).
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// `retention.ms` of the builds topic, in days: the window a replay can rebuild from.
+    pub retention_days: i64,
+    /// Largest record value the gateway writes; bigger payloads are chunked.
+    pub record_limit_bytes: usize,
+    /// How long a request waits for the broker's acknowledgement before answering 503.
+    pub produce_timeout_ms: u64,
+    /// `compression.type` of the producer: zstd, lz4, gzip, snappy or none.
+    pub compression: String,
+    pub linger_ms: u64,
+    /// Extra librdkafka properties, `key=value` pairs separated by commas
+    /// (e.g. `security.protocol=SASL_SSL,sasl.mechanism=PLAIN`).
+    pub client_properties: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresConfig {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Token signing keys, `kid:secret` separated by commas. The first signs new tokens;
+    /// every listed key verifies (rotation: put the new key first, keep the old one listed
+    /// until the tokens it signed have expired). Secrets are at least 32 bytes.
+    pub keys: String,
+    pub access_token_minutes: i64,
+    pub refresh_token_days: i64,
+    /// How long a token's revocation status is cached: a revoked token stops working
+    /// within this many seconds.
+    pub revocation_check_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub listen: String,
+    /// Base URL of the web UI; when set, run answers carry `link` = `{public_url}/{org}/{repo}/builds/{run_id}`.
+    pub public_url: String,
+    /// Largest request body accepted, as sent (compressed).
+    pub max_body_bytes: usize,
+    /// Largest total size of a request's payloads after decompression.
+    pub max_decompressed_bytes: usize,
+    /// Most parts in one multipart upload.
+    pub max_parts: usize,
+    pub retry_after_seconds: u64,
+    /// What the token refresh answer gives the plugin as `remote_cache.address`.
+    pub remote_cache_address: String,
+    pub shutdown_grace_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryConfig {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter, e.g. `info` or `info,ingest_gateway=debug`.
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            kafka: KafkaConfig::default(),
+            postgres: PostgresConfig::default(),
+            auth: AuthConfig::default(),
+            gateway: GatewayConfig::default(),
+            query: QueryConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            topic: "buildstats.builds.v1".into(),
+            dead_letter_topic: "buildstats.builds.v1.dlq".into(),
+            partitions: 12,
+            replication_factor: 1,
+            retention_days: 14,
+            record_limit_bytes: 1024 * 1024,
+            produce_timeout_ms: 5_000,
+            compression: "zstd".into(),
+            linger_ms: 5,
+            client_properties: String::new(),
+        }
+    }
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            url: "postgres://postgres@127.0.0.1:5432/buildstats".into(),
+            max_connections: 10,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            keys: String::new(),
+            access_token_minutes: 45,
+            refresh_token_days: 365,
+            revocation_check_seconds: 5,
+        }
+    }
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: "127.0.0.1:8080".into(),
+            public_url: String::new(),
+            max_body_bytes: 32 * 1024 * 1024,
+            max_decompressed_bytes: 64 * 1024 * 1024,
+            max_parts: 64,
+            retry_after_seconds: 5,
+            remote_cache_address: String::new(),
+            shutdown_grace_seconds: 30,
+        }
+    }
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig { listen: "127.0.0.1:8081".into() }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: "text".into(), level: "info".into() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: String, message: String },
+    #[error("environment variable {name}={value:?} is not valid: {message}")]
+    Env { name: String, value: String, message: String },
+}
+
+/// One configurable key: its TOML path and its environment name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnvVariable {
+    pub name: String,
+    pub section: String,
+    pub key: String,
+    pub default: String,
+}
+
+/// Every `BUILDSTATS_*` variable the config understands, with its default.
+pub fn env_variables() -> Vec<EnvVariable> {
+    let defaults = toml::Value::try_from(Config::default()).expect("defaults serialize");
+    let mut out = Vec::new();
+    for (section, table) in defaults.as_table().expect("a table") {
+        for (key, value) in table.as_table().expect("sections are tables") {
+            out.push(EnvVariable {
+                name: format!("{ENV_PREFIX}{}_{}", section.to_uppercase(), key.to_uppercase()),
+                section: section.clone(),
+                key: key.clone(),
+                default: match value {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                },
+            });
+        }
+    }
+    out
+}
+
+impl Config {
+    /// Load defaults, then the file (a missing file is fine only when `required` is false),
+    /// then variables from `lookup` (the environment, in production).
+    pub fn load(
+        path: &Path,
+        required: bool,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let mut merged = toml::Value::try_from(Config::default()).expect("defaults serialize");
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let file: toml::Value = toml::from_str(&text)
+                    .map_err(|e| ConfigError::Parse { path: shown.clone(), message: e.to_string() })?;
+                merge(&mut merged, file);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {}
+            Err(source) => return Err(ConfigError::Read { path: shown, source }),
+        }
+        for var in env_variables() {
+            let Some(raw) = lookup(&var.name) else { continue };
+            let table = merged
+                .get_mut(&var.section)
+                .and_then(|s| s.as_table_mut())
+                .expect("section exists in defaults");
+            let typed = typed_like(&table[&var.key], &raw).map_err(|message| ConfigError::Env {
+                name: var.name.clone(),
+                value: raw.clone(),
+                message,
+            })?;
+            table.insert(var.key.clone(), typed);
+        }
+        merged
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse { path: shown, message: e.to_string() })
+    }
+
+    /// `--config FILE` plus the process environment and, when present, the dev env file.
+    pub fn from_env_and_file(path: &Path, required: bool, env_file: Option<&Path>) -> Result<Config, ConfigError> {
+        let file_vars = env_file.map(read_env_file).unwrap_or_default();
+        Config::load(path, required, |name| {
+            std::env::var(name).ok().or_else(|| file_vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+        })
+    }
+}
+
+/// Parse `KEY=VALUE` lines (shell `export` prefix and quotes allowed), as written by
+/// `dev/services`. A missing file yields nothing.
+pub fn read_env_file(path: &Path) -> Vec<(String, String)> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let line = line.strip_prefix("export ").unwrap_or(line);
+            if line.starts_with('#') {
+                return None;
+            }
+            let (k, v) = line.split_once('=')?;
+            let v = v.trim().trim_matches('"').trim_matches('\'');
+            Some((k.trim().to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+fn merge(base: &mut toml::Value, overlay: toml::Value) {
+    match (base, overlay) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) if existing.is_table() => merge(existing, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// Parse an environment string as the TOML type of the default it overrides.
+fn typed_like(default: &toml::Value, raw: &str) -> Result<toml::Value, String> {
+    Ok(match default {
+        toml::Value::String(_) => toml::Value::String(raw.to_string()),
+        toml::Value::Integer(_) => toml::Value::Integer(
+            raw.trim().parse().map_err(|_| "expected a whole number".to_string())?,
+        ),
+        toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => return Err("expected true or false".into()),
+        }),
+        toml::Value::Float(_) => {
+            toml::Value::Float(raw.trim().parse().map_err(|_| "expected a number".to_string())?)
+        }
+        other => return Err(format!("cannot be set from the environment (a {})", other.type_str())),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names_follow_the_toml_keys() {
+        let names: Vec<_> = env_variables().into_iter().map(|v| v.name).collect();
+        assert!(names.contains(&"BUILDSTATS_KAFKA_BROKERS".to_string()));
+        assert!(names.contains(&"BUILDSTATS_GATEWAY_MAX_DECOMPRESSED_BYTES".to_string()));
+        assert!(names.contains(&"BUILDSTATS_AUTH_KEYS".to_string()));
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_env_overrides_file() {
+        let dir = std::env::temp_dir().join(format!("bs-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("buildstats.toml");
+        std::fs::write(&path, "[kafka]\nbrokers = \"file:9092\"\npartitions = 3\n[gateway]\nlisten = \"0.0.0.0:1\"\n").unwrap();
+        let config = Config::load(&path, true, |name| match name {
+            "BUILDSTATS_KAFKA_BROKERS" => Some("env:9092".into()),
+            "BUILDSTATS_GATEWAY_MAX_PARTS" => Some("7".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(config.kafka.brokers, "env:9092");
+        assert_eq!(config.kafka.partitions, 3);
+        assert_eq!(config.gateway.listen, "0.0.0.0:1");
+        assert_eq!(config.gateway.max_parts, 7);
+        assert_eq!(config.kafka.topic, "buildstats.builds.v1");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_unknown_keys_are_refused() {
+        let missing = Path::new("/nonexistent/buildstats.toml");
+        let err = Config::load(missing, false, |n| (n == "BUILDSTATS_KAFKA_PARTITIONS").then(|| "many".into()))
+            .unwrap_err();
+        assert!(err.to_string().contains("BUILDSTATS_KAFKA_PARTITIONS"), "{err}");
+        assert!(Config::load(missing, true, |_| None).is_err(), "a required file must exist");
+
+        let dir = std::env::temp_dir().join(format!("bs-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("buildstats.toml");
+        std::fs::write(&path, "[kafka]\nbrokerz = \"typo\"\n").unwrap();
+        let err = Config::load(&path, true, |_| None).unwrap_err();
+        assert!(err.to_string().contains("brokerz"), "{err}");
+    }
+
+    #[test]
+    fn env_files_take_export_lines_and_quotes() {
+        let dir = std::env::temp_dir().join(format!("bs-envfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("services.env");
+        std::fs::write(&path, "# comment\nexport BUILDSTATS_KAFKA_BROKERS=\"127.0.0.1:19092\"\nBUILDSTATS_X=1\n").unwrap();
+        let vars = read_env_file(&path);
+        assert_eq!(vars[0], ("BUILDSTATS_KAFKA_BROKERS".into(), "127.0.0.1:19092".into()));
+        assert_eq!(vars.len(), 2);
+    }
+}

@@ -1,0 +1,164 @@
+//! Kafka plumbing every role shares: client settings, topic creation, broker reachability.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::config::KafkaConfig;
+
+/// Headers every record of the builds topic carries.
+pub mod headers {
+    /// `run_started`, `blob_chunk`, ...: the [`EventType`](buildstats_schemas) name.
+    pub const EVENT_TYPE: &str = "bs-event-type";
+    /// `run_ended/v2`: the writer schema (also in the record's own header).
+    pub const SCHEMA: &str = "bs-schema";
+    pub const REQUEST_ID: &str = "bs-request-id";
+}
+
+/// Room for the key, headers and framing on top of the value limit.
+pub const RECORD_OVERHEAD_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    #[error("kafka.client_properties entry {0:?} is not key=value")]
+    BadProperty(String),
+    #[error("cannot create a Kafka client for {brokers}: {source}")]
+    Client { brokers: String, source: KafkaError },
+    #[error("cannot reach the Kafka brokers at {brokers} within {timeout:?}: {source}. Is the broker running? (`dev/services up` starts one for development)")]
+    Unreachable { brokers: String, timeout: Duration, source: KafkaError },
+    #[error("creating topic {topic} failed: {message}")]
+    CreateTopic { topic: String, message: String },
+    #[error("topic {topic} has {actual} partitions but kafka.partitions is {expected}. The count is fixed at creation: to change it, migrate to a new topic version (`buildstats admin topic migrate`) rather than raising it in place, which would break per-build order")]
+    PartitionMismatch { topic: String, expected: i32, actual: i32 },
+}
+
+/// The base client settings: brokers plus the pass-through properties (TLS, SASL...).
+pub fn client_config(config: &KafkaConfig) -> Result<ClientConfig, KafkaSetupError> {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.brokers);
+    for entry in config.client_properties.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (k, v) = entry.split_once('=').ok_or_else(|| KafkaSetupError::BadProperty(entry.to_string()))?;
+        client.set(k.trim(), v.trim());
+    }
+    Ok(client)
+}
+
+/// Producer settings: idempotent, acks from every in-sync replica, compressed, and the
+/// Java client's partitioner so any Kafka tool agrees on a key's partition.
+pub fn producer_config(config: &KafkaConfig) -> Result<ClientConfig, KafkaSetupError> {
+    let mut client = client_config(config)?;
+    client
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", &config.compression)
+        .set("linger.ms", config.linger_ms.to_string())
+        .set("partitioner", "murmur2_random")
+        .set("message.max.bytes", (config.record_limit_bytes + RECORD_OVERHEAD_BYTES).to_string())
+        .set("message.timeout.ms", config.produce_timeout_ms.to_string())
+        .set("socket.keepalive.enable", "true");
+    // Pass-through properties win over our defaults.
+    for entry in config.client_properties.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        if let Some((k, v)) = entry.split_once('=') {
+            client.set(k.trim(), v.trim());
+        }
+    }
+    Ok(client)
+}
+
+/// Create the builds topic and the dead-letter topic when missing; check the partition count
+/// of existing ones. Idempotent. Returns the topics it created.
+pub async fn ensure_topics(config: &KafkaConfig) -> Result<Vec<String>, KafkaSetupError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(config)?
+        .create()
+        .map_err(|source| KafkaSetupError::Client { brokers: config.brokers.clone(), source })?;
+    let retention_ms = (config.retention_days * 24 * 3600 * 1000).to_string();
+    let max_bytes = (config.record_limit_bytes + RECORD_OVERHEAD_BYTES).to_string();
+    let topics = [
+        (config.topic.as_str(), config.partitions),
+        (config.dead_letter_topic.as_str(), config.partitions),
+    ];
+    let new_topics: Vec<NewTopic> = topics
+        .iter()
+        .map(|(name, partitions)| {
+            NewTopic::new(name, *partitions, TopicReplication::Fixed(config.replication_factor))
+                .set("cleanup.policy", "delete")
+                .set("retention.ms", &retention_ms)
+                .set("max.message.bytes", &max_bytes)
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics(new_topics.iter(), &options)
+        .await
+        .map_err(|source| KafkaSetupError::Unreachable {
+            brokers: config.brokers.clone(),
+            timeout: Duration::from_secs(30),
+            source,
+        })?;
+    let mut created = Vec::new();
+    for result in results {
+        match result {
+            Ok(topic) => created.push(topic),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaSetupError::CreateTopic { topic, message: code.to_string() })
+            }
+        }
+    }
+    for (name, expected) in topics {
+        let actual = partition_count(config, name, Duration::from_secs(10)).await?;
+        if actual != expected {
+            return Err(KafkaSetupError::PartitionMismatch { topic: name.to_string(), expected, actual });
+        }
+    }
+    Ok(created)
+}
+
+/// How many partitions a topic has (0 when it does not exist).
+pub async fn partition_count(config: &KafkaConfig, topic: &str, timeout: Duration) -> Result<i32, KafkaSetupError> {
+    let client: BaseConsumer = client_config(config)?
+        .create()
+        .map_err(|source| KafkaSetupError::Client { brokers: config.brokers.clone(), source })?;
+    let topic = topic.to_string();
+    let brokers = config.brokers.clone();
+    tokio::task::spawn_blocking(move || {
+        let metadata = client
+            .fetch_metadata(Some(&topic), timeout)
+            .map_err(|source| KafkaSetupError::Unreachable { brokers, timeout, source })?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map(|t| t.partitions().len() as i32)
+            .unwrap_or(0))
+    })
+    .await
+    .expect("metadata task panicked")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pass_through_properties_reach_the_client_and_override_defaults() {
+        let config = KafkaConfig {
+            client_properties: "security.protocol=SASL_SSL, sasl.mechanism=PLAIN,linger.ms=50".into(),
+            ..KafkaConfig::default()
+        };
+        let producer = producer_config(&config).unwrap();
+        assert_eq!(producer.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(producer.get("sasl.mechanism"), Some("PLAIN"));
+        assert_eq!(producer.get("linger.ms"), Some("50"));
+        assert_eq!(producer.get("partitioner"), Some("murmur2_random"));
+        assert_eq!(producer.get("acks"), Some("all"));
+        assert_eq!(producer.get("enable.idempotence"), Some("true"));
+        let bad = KafkaConfig { client_properties: "nonsense".into(), ..KafkaConfig::default() };
+        assert!(matches!(client_config(&bad), Err(KafkaSetupError::BadProperty(_))));
+    }
+}

@@ -1,0 +1,4 @@
+//! The gateway's HTTP routes.
+
+pub mod buildsense;
+pub mod token;
