@@ -366,6 +366,19 @@ mod tests {
         assert!(err.to_string().contains("brokerz"), "{err}");
     }
 
+    /// ARCHITECTURE.md's contract table is what operators read: it must name every variable.
+    #[test]
+    fn architecture_md_lists_every_variable() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ARCHITECTURE.md");
+        let doc = std::fs::read_to_string(&path).unwrap();
+        let missing: Vec<_> = env_variables()
+            .into_iter()
+            .filter(|v| !doc.contains(&format!("`{}`", v.name)))
+            .map(|v| v.name)
+            .collect();
+        assert!(missing.is_empty(), "ARCHITECTURE.md does not list {missing:?}");
+    }
+
     #[test]
     fn env_files_take_export_lines_and_quotes() {
         let dir = std::env::temp_dir().join(format!("bs-envfile-{}", std::process::id()));

@@ -23,6 +23,14 @@ pub mod headers {
 /// Room for the key, headers and framing on top of the value limit.
 pub const RECORD_OVERHEAD_BYTES: usize = 64 * 1024;
 
+/// The producer's `message.max.bytes` and the topics' `max.message.bytes`. Both bound a whole
+/// record *batch*, not one record: the per-record limit is the gateway's own
+/// (`kafka.record_limit_bytes`). Never below Kafka's usual 1 MiB, or a small record limit
+/// would also shrink every produce request to a handful of records.
+pub fn batch_max_bytes(config: &KafkaConfig) -> usize {
+    (config.record_limit_bytes + RECORD_OVERHEAD_BYTES).max(1024 * 1024)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSetupError {
     #[error("kafka.client_properties entry {0:?} is not key=value")]
@@ -58,7 +66,7 @@ pub fn producer_config(config: &KafkaConfig) -> Result<ClientConfig, KafkaSetupE
         .set("compression.type", &config.compression)
         .set("linger.ms", config.linger_ms.to_string())
         .set("partitioner", "murmur2_random")
-        .set("message.max.bytes", (config.record_limit_bytes + RECORD_OVERHEAD_BYTES).to_string())
+        .set("message.max.bytes", batch_max_bytes(config).to_string())
         .set("message.timeout.ms", config.produce_timeout_ms.to_string())
         .set("socket.keepalive.enable", "true");
     // Pass-through properties win over our defaults.
@@ -77,7 +85,7 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<Vec<String>, KafkaSet
         .create()
         .map_err(|source| KafkaSetupError::Client { brokers: config.brokers.clone(), source })?;
     let retention_ms = (config.retention_days * 24 * 3600 * 1000).to_string();
-    let max_bytes = (config.record_limit_bytes + RECORD_OVERHEAD_BYTES).to_string();
+    let max_bytes = batch_max_bytes(config).to_string();
     let topics = [
         (config.topic.as_str(), config.partitions),
         (config.dead_letter_topic.as_str(), config.partitions),

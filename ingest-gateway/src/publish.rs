@@ -6,6 +6,13 @@
 //! has its chunks before it. On a broker error or past `kafka.produce_timeout_ms` the
 //! request fails (503); whatever of it reached the topic is an incomplete chunk set or a
 //! completing event the client will repeat, both harmless (see records.rs).
+//!
+//! A producer that saw a failure is never used again. An idempotent producer whose records
+//! timed out must bump its epoch when the broker returns, which some Kafka-compatible
+//! brokers mishandle (tansu 0.6.0 panics), and one whose broker restarted without its
+//! producer state gets refused forever. So after a failed publish the producer is purged
+//! (nothing of it is retried or reconnects) and replaced, and for `BREAKER_WINDOW` requests
+//! fail fast with 503 instead of queueing behind a broker that is away.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -15,7 +22,7 @@ use buildstats_core::kafka::{headers, producer_config, KafkaSetupError};
 use futures::future::join_all;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer, PurgeConfig};
 
 use crate::records::{BuildRecords, EncodedRecord};
 
@@ -25,16 +32,27 @@ pub enum PublishError {
     Timeout(Duration),
     #[error("the broker refused or lost a record: {0}")]
     Broker(String),
+    #[error("the broker failed a moment ago; not retrying for {0:?}")]
+    CircuitOpen(Duration),
 }
 
 pub struct Publisher {
     producer: RwLock<Arc<FutureProducer>>,
     config: KafkaConfig,
+    /// Until when requests fail fast after a broker failure.
+    open_until: std::sync::Mutex<Option<Instant>>,
 }
+
+/// How long requests fail fast (503) after a failed publish, before a fresh producer tries.
+pub const BREAKER_WINDOW: Duration = Duration::from_secs(1);
 
 impl Publisher {
     pub fn new(config: &KafkaConfig) -> Result<Publisher, KafkaSetupError> {
-        Ok(Publisher { producer: RwLock::new(Arc::new(Self::create(config)?)), config: config.clone() })
+        Ok(Publisher {
+            producer: RwLock::new(Arc::new(Self::create(config)?)),
+            config: config.clone(),
+            open_until: std::sync::Mutex::new(None),
+        })
     }
 
     fn create(config: &KafkaConfig) -> Result<FutureProducer, KafkaSetupError> {
@@ -53,6 +71,13 @@ impl Publisher {
 
     /// Publish every record of the request; Ok only once all are acknowledged.
     pub async fn publish(&self, builds: &[BuildRecords], request_id: &str) -> Result<(), PublishError> {
+        if let Some(until) = *self.open_until.lock().expect("breaker lock") {
+            let now = Instant::now();
+            if now < until {
+                metrics::counter!("gateway_produce_failures_total").increment(1);
+                return Err(PublishError::CircuitOpen(until - now));
+            }
+        }
         let deadline = Duration::from_millis(self.config.produce_timeout_ms) + Duration::from_millis(500);
         let started = Instant::now();
         let result = tokio::time::timeout(deadline, self.publish_in_two_phases(builds, request_id)).await;
@@ -64,7 +89,7 @@ impl Publisher {
         if let Err(e) = &result {
             metrics::counter!("gateway_produce_failures_total").increment(1);
             tracing::warn!(request_id, error = %e, "publish failed");
-            self.recover_from_fatal_error();
+            self.discard_producer(e);
         }
         result
     }
@@ -128,17 +153,27 @@ impl Publisher {
         }
     }
 
-    /// An idempotent producer can hit a fatal error (e.g. after lost sequence numbers); it is
-    /// unusable from then on, so build a fresh one.
-    fn recover_from_fatal_error(&self) {
-        let producer = self.producer();
-        if let Some((code, reason)) = producer.client().fatal_error() {
-            tracing::error!(?code, reason, "producer hit a fatal error: replacing it");
-            match Self::create(&self.config) {
-                Ok(fresh) => *self.producer.write().expect("producer lock") = Arc::new(fresh),
-                Err(e) => tracing::error!(error = %e, "cannot create a new producer"),
-            }
+    /// Purge and replace the producer that failed, and open the breaker. Concurrent failures
+    /// of the same producer replace it once.
+    fn discard_producer(&self, error: &PublishError) {
+        let mut open_until = self.open_until.lock().expect("breaker lock");
+        let now = Instant::now();
+        if open_until.is_some_and(|until| now < until) {
+            return; // another request already replaced it
         }
+        *open_until = Some(now + BREAKER_WINDOW);
+        let failed = self.producer();
+        tracing::warn!(%error, fatal = ?failed.client().fatal_error(), "discarding the Kafka producer after a failed publish");
+        failed.purge(PurgeConfig::default().queue().inflight());
+        match Self::create(&self.config) {
+            Ok(fresh) => {
+                *self.producer.write().expect("producer lock") = Arc::new(fresh);
+                metrics::counter!("gateway_producer_replacements_total").increment(1);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot create a new producer"),
+        }
+        // Dropping a producer waits for its threads: not on an async worker.
+        tokio::task::spawn_blocking(move || drop(failed));
     }
 
     /// Is the broker reachable and does the topic exist?

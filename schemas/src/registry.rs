@@ -171,6 +171,21 @@ fn hex_fingerprint(f: &[u8; 8]) -> String {
     f.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// One writer per current schema, built once: building resolves every named type.
+fn writer(event_type: EventType) -> &'static GenericDatumWriter<'static> {
+    static WRITERS: OnceLock<HashMap<EventType, GenericDatumWriter<'static>>> = OnceLock::new();
+    &WRITERS.get_or_init(|| {
+        EventType::ALL
+            .iter()
+            .map(|&t| {
+                let schema = &registry().current(t).schema;
+                let writer = GenericDatumWriter::builder(schema).build().expect("shipped schemas resolve");
+                (t, writer)
+            })
+            .collect()
+    })[&event_type]
+}
+
 fn encode_with<T: Serialize>(event_type: EventType, value: &T) -> Result<Vec<u8>, EncodeError> {
     let version = registry().current(event_type);
     let err = |source| EncodeError::Avro {
@@ -178,8 +193,7 @@ fn encode_with<T: Serialize>(event_type: EventType, value: &T) -> Result<Vec<u8>
         schema: version.label(),
         source: Box::new(source),
     };
-    let writer = GenericDatumWriter::builder(&version.schema).build().map_err(err)?;
-    let datum = writer.write_ser_to_vec(value).map_err(err)?;
+    let datum = writer(event_type).write_ser_to_vec(value).map_err(err)?;
     let mut out = Vec::with_capacity(HEADER_LEN + datum.len());
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&version.fingerprint);
