@@ -2,12 +2,13 @@
 //!
 //! Request path: [`http::observe`] (request id, metrics) → a handler in [`routes`] →
 //! auth ([`buildstats_core::auth`]) → [`body`] (limits, multipart, decompression) →
-//! [`documents`] + [`normalize`] + [`ci`] (validate, normalize) → [`records`] (events,
-//! chunking) → [`publish`] (Kafka, acks) → 2xx. See ARCHITECTURE.md for the invariants.
+//! [`documents`] + [`normalize`] + [`ci`] (validate, normalize) → [`events`] + [`records`]
+//! (events, chunking) → [`publish`] (Kafka, acks) → 2xx. See ARCHITECTURE.md for the invariants.
 
 pub mod body;
 pub mod ci;
 pub mod documents;
+pub mod events;
 pub mod http;
 pub mod normalize;
 pub mod publish;

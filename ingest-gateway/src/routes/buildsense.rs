@@ -14,24 +14,21 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use buildstats_core::auth::{bearer, Principal};
-use buildstats_core::tenancy::{build_key, RunId, Slug};
+use buildstats_core::tenancy::{RunId, Slug};
 use buildstats_core::tokens::Scope;
-use buildstats_schemas::{
-    blob_kind, Artifact, ArtifactsUploaded, BlobRef, Event, EventHeader, EventType, RunEnded, RunRecord, RunStarted,
-    WorkunitList, WorkunitsUpdated,
-};
+use buildstats_schemas::RunRecord;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::body::{self, Part};
 use crate::documents::{Batch, BuildStats, WorkunitsUpdate};
 use crate::http::{ApiError, RequestId};
+use crate::events::{self, Source, UploadedArtifact};
 use crate::normalize::{self, RequestContext};
-use crate::records::{assemble, event_id, BuildRecords, Owner, Payload};
+use crate::records::BuildRecords;
 use crate::AppState;
 
 pub const IMPERSONATE_HEADER: &str = "x-toolchain-impersonate";
-const WORKUNIT_LIST_CONTENT_TYPE: &str = "application/vnd.buildstats.workunit-list+avro";
 const RUN_LOG_PART: &str = "pants_run_log";
 const DESCRIPTORS_PART: &str = "descriptors.json";
 
@@ -105,14 +102,24 @@ fn url_run_id(run_id: &str) -> Result<RunId, ApiError> {
     RunId::parse(run_id).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
-fn event_header(call: &Call, run_id: &str, id: String) -> EventHeader {
-    EventHeader {
-        event_id: id,
-        org: call.org.to_string(),
-        repo: call.repo.to_string(),
-        run_id: run_id.to_string(),
-        request_id: call.request_id.clone(),
-        emitted_at: chrono::Utc::now().timestamp_millis(),
+/// The common start of a run's JSON endpoints: an ingest caller of this repo, a valid run
+/// id, and the request's one document (decompressed).
+async fn run_document(
+    state: &AppState,
+    headers: &HeaderMap,
+    (org, repo, run_id): (&str, &str, &str),
+    request_id: &RequestId,
+    body: Body,
+) -> Result<(Call, RunId, Vec<u8>), ApiError> {
+    let call = authorize(state, headers, org, repo, request_id, Scope::Ingest).await?;
+    let run_id = url_run_id(run_id)?;
+    let raw = body::single_document(read_parts(state, headers, body).await?)?;
+    Ok((call, run_id, raw))
+}
+
+impl Call {
+    fn source<'a>(&'a self, state: &AppState) -> Source<'a> {
+        Source { org: &self.org, repo: &self.repo, request_id: &self.request_id, record_limit: state.record_limit }
     }
 }
 
@@ -139,24 +146,6 @@ fn check_impersonation(call: &Call, run: &RunRecord) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn shrink_run_ended(event: &mut Event) -> bool {
-    match event {
-        Event::RunEnded(e) if !e.rule_timings.is_empty() => {
-            e.rule_timings.pop();
-            true
-        }
-        Event::RunEnded(e) if !e.goal_timings.is_empty() => {
-            e.goal_timings.pop();
-            true
-        }
-        _ => false,
-    }
-}
-
-fn no_shrink(_: &mut Event) -> bool {
-    false
-}
-
 /// The records of one final report (run end, or one batch entry).
 fn final_report(
     state: &AppState,
@@ -172,30 +161,7 @@ fn final_report(
     if via != "batch" {
         check_impersonation(call, &run)?;
     }
-    let workunits = doc.workunits.as_deref().unwrap_or_default();
-    let goal_timings = normalize::goal_timings(workunits);
-    let rule_timings = normalize::rule_timings(workunits);
-    let key = build_key(&call.org, &call.repo, run_id);
-    let id = event_id(&key, EventType::RunEnded, raw);
-    let payloads = [Payload { kind: blob_kind::FINAL_DOCUMENT, content_type: "application/json".into(), bytes: raw.to_vec() }];
-    let owner = Owner { key: &key, org: call.org.as_str(), repo: call.repo.as_str(), run_id: run_id.as_str() };
-    Ok(assemble(
-        &owner,
-        state.record_limit,
-        &payloads,
-        |mut refs: Vec<BlobRef>| {
-            Event::RunEnded(RunEnded {
-                header: event_header(call, run_id.as_str(), id.clone()),
-                run: run.clone(),
-                final_document: refs.remove(0),
-                workunit_count: workunits.len() as i32,
-                via: via.to_string(),
-                goal_timings: goal_timings.clone(),
-                rule_timings: rule_timings.clone(),
-            })
-        },
-        shrink_run_ended,
-    )?)
+    Ok(events::run_ended(&call.source(state), run_id, raw, doc, run, via)?)
 }
 
 /// `OPTIONS buildsense/`: which workunit artifacts, metadata and CI variables to send.
@@ -233,9 +199,7 @@ pub async fn run_start(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let call = authorize(&state, &headers, &org, &repo, &request_id, Scope::Ingest).await?;
-    let run_id = url_run_id(&run_id)?;
-    let raw = body::single_document(read_parts(&state, &headers, body).await?)?;
+    let (call, run_id, raw) = run_document(&state, &headers, (&org, &repo, &run_id), &request_id, body).await?;
     let doc: BuildStats = parse_document(&raw)?;
     normalize::run_id_of(&doc, Some(run_id.as_str()))?;
     let run = normalize::run_record(&doc, &call.ctx, run_id.as_str())?;
@@ -244,23 +208,7 @@ pub async fn run_start(
         (Some(ci), true) => normalize::ci_user_api_id(&call.ctx.org, &call.ctx.repo, ci),
         _ => None,
     };
-    let key = build_key(&call.org, &call.repo, &run_id);
-    let id = event_id(&key, EventType::RunStarted, &raw);
-    let payloads = [Payload { kind: blob_kind::START_DOCUMENT, content_type: "application/json".into(), bytes: raw }];
-    let owner = Owner { key: &key, org: call.org.as_str(), repo: call.repo.as_str(), run_id: run_id.as_str() };
-    let records = assemble(
-        &owner,
-        state.record_limit,
-        &payloads,
-        |mut refs| {
-            Event::RunStarted(RunStarted {
-                header: event_header(&call, run_id.as_str(), id.clone()),
-                run: run.clone(),
-                start_document: refs.remove(0),
-            })
-        },
-        no_shrink,
-    )?;
+    let records = events::run_started(&call.source(&state), &run_id, raw, run)?;
     state.publisher.publish(&[records], &call.request_id).await?;
     let body = json!({"saved": true, "link": link(&state, &call, run_id.as_str()), "ci_user_api_id": ci_user_api_id});
     Ok((StatusCode::CREATED, Json(body)).into_response())
@@ -274,9 +222,7 @@ pub async fn workunits(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let call = authorize(&state, &headers, &org, &repo, &request_id, Scope::Ingest).await?;
-    let run_id = url_run_id(&run_id)?;
-    let raw = body::single_document(read_parts(&state, &headers, body).await?)?;
+    let (call, run_id, raw) = run_document(&state, &headers, (&org, &repo, &run_id), &request_id, body).await?;
     let update: WorkunitsUpdate = parse_document(&raw)?;
     if let Some(body_id) = update.run_id.as_deref() {
         if body_id != run_id.as_str() {
@@ -285,31 +231,7 @@ pub async fn workunits(
             )));
         }
     }
-    let list = WorkunitList {
-        run_id: run_id.to_string(),
-        workunits: update.workunits.iter().filter_map(normalize::workunit).collect(),
-    };
-    let last_update = list.workunits.iter().filter_map(|w| w.last_update).reduce(f64::max);
-    let count = list.workunits.len() as i32;
-    let encoded = buildstats_schemas::encode(&Event::WorkunitList(list)).map_err(crate::records::AssembleError::from)?;
-    let key = build_key(&call.org, &call.repo, &run_id);
-    let id = event_id(&key, EventType::WorkunitsUpdated, &raw);
-    let payloads = [Payload { kind: blob_kind::WORKUNITS, content_type: WORKUNIT_LIST_CONTENT_TYPE.into(), bytes: encoded }];
-    let owner = Owner { key: &key, org: call.org.as_str(), repo: call.repo.as_str(), run_id: run_id.as_str() };
-    let records = assemble(
-        &owner,
-        state.record_limit,
-        &payloads,
-        |mut refs| {
-            Event::WorkunitsUpdated(WorkunitsUpdated {
-                header: event_header(&call, run_id.as_str(), id.clone()),
-                workunit_count: count,
-                last_update,
-                workunits: refs.remove(0),
-            })
-        },
-        no_shrink,
-    )?;
+    let records = events::workunits_updated(&call.source(&state), &run_id, &raw, &update)?;
     state.publisher.publish(&[records], &call.request_id).await?;
     Ok((StatusCode::CREATED, Json(json!("OK"))).into_response())
 }
@@ -322,9 +244,7 @@ pub async fn run_end(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let call = authorize(&state, &headers, &org, &repo, &request_id, Scope::Ingest).await?;
-    let run_id = url_run_id(&run_id)?;
-    let raw = body::single_document(read_parts(&state, &headers, body).await?)?;
+    let (call, run_id, raw) = run_document(&state, &headers, (&org, &repo, &run_id), &request_id, body).await?;
     let doc: BuildStats = parse_document(&raw)?;
     normalize::run_id_of(&doc, Some(run_id.as_str()))?;
     let records = final_report(&state, &call, &run_id, &raw, &doc, "run_end")?;
@@ -375,23 +295,6 @@ struct Descriptor {
     path: Option<String>,
 }
 
-/// Escape a part name into a storage-safe id: every byte outside `[A-Za-z0-9_-]` becomes
-/// `%XX`. Injective, so two names never share an id, and `.`/`/` cannot survive.
-pub fn artifact_id(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    if out.is_empty() {
-        out.push_str("%00");
-    }
-    out
-}
-
 fn artifact_content_type(part_name: &str, path: Option<&str>) -> &'static str {
     if part_name == RUN_LOG_PART {
         return "text/plain; charset=utf-8";
@@ -439,48 +342,22 @@ pub async fn artifacts(
         ));
     }
     let descriptors = descriptors.unwrap_or_default();
-    let key = build_key(&call.org, &call.repo, &run_id);
-    let mut digest_input = Vec::new();
-    let mut payloads = Vec::with_capacity(files.len());
-    let mut meta = Vec::with_capacity(files.len());
-    for (name, data) in files {
-        let descriptor = descriptors.get(&name);
-        let path = descriptor.and_then(|d| d.path.clone());
-        digest_input.extend_from_slice(name.as_bytes());
-        digest_input.push(0);
-        digest_input.extend_from_slice(&data);
-        payloads.push(Payload {
-            kind: blob_kind::ARTIFACT,
-            content_type: artifact_content_type(&name, path.as_deref()).to_string(),
-            bytes: data,
-        });
-        meta.push((name, descriptor.and_then(|d| d.workunit_id.clone()), path, descriptor.and_then(|d| d.name.clone())));
-    }
-    let id = event_id(&key, EventType::ArtifactsUploaded, &digest_input);
-    let owner = Owner { key: &key, org: call.org.as_str(), repo: call.repo.as_str(), run_id: run_id.as_str() };
-    let records = assemble(
-        &owner,
-        state.record_limit,
-        &payloads,
-        |refs| {
-            Event::ArtifactsUploaded(ArtifactsUploaded {
-                header: event_header(&call, run_id.as_str(), id.clone()),
-                artifacts: refs
-                    .into_iter()
-                    .zip(&meta)
-                    .map(|(blob, (name, workunit_id, path, descriptor_name))| Artifact {
-                        artifact_id: artifact_id(name),
-                        name: name.clone(),
-                        workunit_id: workunit_id.clone(),
-                        path: path.clone(),
-                        descriptor_name: descriptor_name.clone(),
-                        blob,
-                    })
-                    .collect(),
-            })
-        },
-        no_shrink,
-    )?;
+    let uploads = files
+        .into_iter()
+        .map(|(name, data)| {
+            let descriptor = descriptors.get(&name);
+            let path = descriptor.and_then(|d| d.path.clone());
+            UploadedArtifact {
+                content_type: artifact_content_type(&name, path.as_deref()).to_string(),
+                workunit_id: descriptor.and_then(|d| d.workunit_id.clone()),
+                descriptor_name: descriptor.and_then(|d| d.name.clone()),
+                path,
+                name,
+                data,
+            }
+        })
+        .collect();
+    let records = events::artifacts_uploaded(&call.source(&state), &run_id, uploads)?;
     state.publisher.publish(&[records], &call.request_id).await?;
     Ok((StatusCode::CREATED, Json(json!("OK"))).into_response())
 }
@@ -488,15 +365,6 @@ pub async fn artifacts(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn artifact_ids_cannot_escape_their_build() {
-        assert_eq!(artifact_id("pants_run_log"), "pants_run_log");
-        assert_eq!(artifact_id("../../x"), "%2E%2E%2F%2E%2E%2Fx");
-        assert_eq!(artifact_id(""), "%00");
-        assert_ne!(artifact_id("a.b"), artifact_id("a%2Eb"), "escaping is injective");
-        assert!(artifact_id("dist/coverage.xml").bytes().all(|b| b.is_ascii_alphanumeric() || b"%_-".contains(&b)));
-    }
 
     #[test]
     fn content_types_follow_the_path() {
