@@ -153,7 +153,10 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         .unwrap_or(0);
     request.extensions_mut().insert(RequestId(id.clone()));
 
+    let in_flight = metrics::gauge!("gateway_http_requests_in_flight", "route" => route.clone());
+    in_flight.increment(1.0);
     let mut response = next.run(request).await;
+    in_flight.decrement(1.0);
 
     let status = response.status().as_u16().to_string();
     let elapsed = started.elapsed().as_secs_f64();
