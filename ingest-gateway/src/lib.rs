@@ -11,6 +11,7 @@ pub mod documents;
 pub mod events;
 pub mod http;
 pub mod normalize;
+pub mod otlp;
 pub mod publish;
 pub mod records;
 pub mod routes;
@@ -60,6 +61,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     api = both(api, &format!("{base}/{{run_id}}/"), post(b::run_start).merge(patch(b::run_end)));
     api = both(api, &format!("{base}/{{run_id}}/workunits/"), post(b::workunits));
     api = both(api, &format!("{base}/{{run_id}}/artifacts/"), post(b::artifacts));
+    // OTLP/HTTP traces. Both Pants exporters can join the endpoint into `//v1/traces`.
+    api = api.route("/v1/traces", post(routes::otlp::export)).route("//v1/traces", post(routes::otlp::export));
     let publisher = state.publisher.clone();
     let pool = state.auth.pool().clone();
     let ready: ReadyCheck = Arc::new(move || {
