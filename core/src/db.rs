@@ -200,6 +200,94 @@ pub async fn find_token(pool: &PgPool, jid: Uuid) -> Result<Option<TokenRecord>,
     })
 }
 
+/// Remember that a trace of this repo had an ERROR span (idempotent).
+pub async fn mark_trace_failed(pool: &PgPool, repo_id: Uuid, trace_id: &[u8]) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO otlp_trace_errors (trace_id, repo_id) VALUES ($1, $2)
+         ON CONFLICT (trace_id) DO UPDATE SET updated_at = now() WHERE otlp_trace_errors.repo_id = $2",
+    )
+    .bind(trace_id)
+    .bind(repo_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A span that may be a goal of its run (known for sure once the root shows its parent is the root).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GoalCandidate {
+    pub parent_id: String,
+    pub goal: String,
+    pub workunit_id: String,
+    pub start_usecs: i64,
+    pub end_usecs: i64,
+}
+
+pub async fn record_goal_candidates(
+    pool: &PgPool,
+    repo_id: Uuid,
+    trace_id: &[u8],
+    candidates: &[GoalCandidate],
+) -> Result<(), DbError> {
+    for c in candidates {
+        sqlx::query(
+            "INSERT INTO otlp_trace_goals (trace_id, repo_id, parent_id, goal, workunit_id, start_usecs, end_usecs)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (trace_id, workunit_id) DO NOTHING",
+        )
+        .bind(trace_id)
+        .bind(repo_id)
+        .bind(&c.parent_id)
+        .bind(&c.goal)
+        .bind(&c.workunit_id)
+        .bind(c.start_usecs)
+        .bind(c.end_usecs)
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Goal candidates recorded for this repo's trace whose parent is `parent_id` (the root).
+pub async fn goal_candidates(pool: &PgPool, repo_id: Uuid, trace_id: &[u8], parent_id: &str) -> Result<Vec<GoalCandidate>, DbError> {
+    let rows = sqlx::query(
+        "SELECT parent_id, goal, workunit_id, start_usecs, end_usecs FROM otlp_trace_goals
+          WHERE trace_id = $1 AND repo_id = $2 AND parent_id = $3 ORDER BY start_usecs, workunit_id",
+    )
+    .bind(trace_id)
+    .bind(repo_id)
+    .bind(parent_id)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(GoalCandidate {
+                parent_id: r.try_get("parent_id")?,
+                goal: r.try_get("goal")?,
+                workunit_id: r.try_get("workunit_id")?,
+                start_usecs: r.try_get("start_usecs")?,
+                end_usecs: r.try_get("end_usecs")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(DbError::from)
+}
+
+/// Did an earlier batch of this repo's trace carry an ERROR span? Also drops stale state.
+pub async fn trace_failed(pool: &PgPool, repo_id: Uuid, trace_id: &[u8]) -> Result<bool, DbError> {
+    sqlx::query("DELETE FROM otlp_trace_errors WHERE updated_at < now() - interval '2 days'")
+        .execute(pool)
+        .await?;
+    sqlx::query("DELETE FROM otlp_trace_goals WHERE updated_at < now() - interval '2 days'")
+        .execute(pool)
+        .await?;
+    let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM otlp_trace_errors WHERE trace_id = $1 AND repo_id = $2")
+        .bind(trace_id)
+        .bind(repo_id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(found.is_some())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -24,9 +24,26 @@ pub const SERVICE_NAME: &str = "pantsbuild";
 pub const ATTR_WORKUNIT_SPAN_ID: &str = "pantsbuild.workunit.span_id";
 pub const ATTR_PARENT_SPAN_IDS: &str = "pantsbuild.workunit.parent_span_ids";
 pub const ATTR_LEVEL: &str = "pantsbuild.workunit.level";
-pub const ATTR_DESCRIPTION: &str = "pantsbuild.workunit.description";
 pub const ATTR_METADATA_PREFIX: &str = "pantsbuild.workunit.metadata.";
 pub const ATTR_METRICS: &str = "pantsbuild.metrics-v0";
+
+/// The proto3 JSON mapping lets an encoder omit fields at their default value, so an empty
+/// attribute array arrives as `{"arrayValue": {}}` (Pants' root span has no parents), which
+/// `opentelemetry-proto`'s serde types refuse. Fill in the empty lists before decoding.
+pub fn fill_omitted_json_defaults(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for key in ["arrayValue", "kvlistValue"] {
+                if let Some(Value::Object(inner)) = map.get_mut(key) {
+                    inner.entry("values").or_insert_with(|| Value::Array(Vec::new()));
+                }
+            }
+            map.values_mut().for_each(fill_omitted_json_defaults);
+        }
+        Value::Array(items) => items.iter_mut().for_each(fill_omitted_json_defaults),
+        _ => {}
+    }
+}
 
 /// The build id of a trace.
 pub fn run_id_for_trace(trace_id: &[u8]) -> String {
@@ -150,9 +167,60 @@ pub fn is_root(span: &Span) -> bool {
     parent_ids(span, &attrs).is_empty()
 }
 
+/// Does any span of this trace's batch report an error?
+pub fn has_error(spans: &[&Span]) -> bool {
+    spans.iter().any(|s| is_error(s, &attributes(&s.attributes)))
+}
+
 fn is_error(span: &Span, attrs: &BTreeMap<&str, Value>) -> bool {
     span.status.as_ref().is_some_and(|s| s.code == status::StatusCode::Error as i32)
         || as_str(attrs.get(ATTR_LEVEL)).is_some_and(|l| l.eq_ignore_ascii_case("error"))
+}
+
+/// The goal a rule name stands for, if it looks like a goal rule: `<...>.goals.<goal>.<rule>`
+/// (`pants.core.goals.test.run_tests`) or `<...>.<goal>.<goal>`
+/// (`pants.backend.project_info.count_loc.count_loc`). Pants' spans carry no description, so
+/// this is all there is; a candidate is a goal only as a direct child of the root. Goal names
+/// use dashes where rule names use underscores.
+fn goal_name(name: &str) -> Option<String> {
+    let parts: Vec<&str> = name.split('.').collect();
+    let n = parts.len();
+    if n >= 3 && parts[n - 3] == "goals" {
+        return Some(parts[n - 2].replace('_', "-"));
+    }
+    (n >= 2 && parts[n - 1] == parts[n - 2] && !parts[n - 1].is_empty()).then(|| parts[n - 1].replace('_', "-"))
+}
+
+fn goal_of(span: &Span, root_workunit_id: &str) -> Option<String> {
+    let attrs = attributes(&span.attributes);
+    if parent_ids(span, &attrs) != [root_workunit_id] {
+        return None;
+    }
+    goal_name(&span.name)
+}
+
+/// Spans of a batch that may be goals: goal-like rule names with a single parent.
+pub fn goal_candidates(spans: &[&Span]) -> Vec<buildstats_core::db::GoalCandidate> {
+    spans
+        .iter()
+        .filter_map(|s| {
+            let attrs = attributes(&s.attributes);
+            let parents = parent_ids(s, &attrs);
+            let [parent] = parents.as_slice() else { return None };
+            Some(buildstats_core::db::GoalCandidate {
+                parent_id: parent.clone(),
+                goal: goal_name(&s.name)?,
+                workunit_id: workunit_id(s, &attrs),
+                start_usecs: (s.start_time_unix_nano / 1000) as i64,
+                end_usecs: (s.end_time_unix_nano / 1000) as i64,
+            })
+        })
+        .collect()
+}
+
+/// The workunit id of the root span (what its children name as parent).
+pub fn root_workunit_id(root: &Span) -> String {
+    workunit_id(root, &attributes(&root.attributes))
 }
 
 /// A span as a workunit of a `workunits` update (the plugin's JSON shape).
@@ -175,9 +243,6 @@ pub fn workunit_json(span: &Span) -> Value {
     });
     if let Some(level) = as_str(attrs.get(ATTR_LEVEL)) {
         wu["level"] = json!(level);
-    }
-    if let Some(description) = as_str(attrs.get(ATTR_DESCRIPTION)) {
-        wu["description"] = json!(description);
     }
     if !metadata.is_empty() {
         wu["metadata"] = Value::Object(metadata);
@@ -219,9 +284,23 @@ pub fn ci_from_resource(resource: &BTreeMap<&str, Value>) -> Option<CiInfo> {
 
 /// A `build_stats` final report synthesized from the root span, for the plugin path's
 /// normalization. `spans` are the trace's spans in the same batch (goal timings).
-pub fn final_document(run_id: &str, root: &Span, spans: &[&Span], resource: &BTreeMap<&str, Value>) -> Value {
+///
+/// Outcome: FAILURE when `earlier_error` (an earlier batch of the trace had an ERROR span,
+/// see `db::trace_failed`) or any span of this batch is an error (status ERROR or level
+/// ERROR): Pants does not mark the root span itself. `fallback_user` (the token's user) stands
+/// in when the resource names no `user.name`.
+pub fn final_document(
+    run_id: &str,
+    root: &Span,
+    spans: &[&Span],
+    resource: &BTreeMap<&str, Value>,
+    fallback_user: &str,
+    earlier_error: bool,
+    earlier_goals: &[buildstats_core::db::GoalCandidate],
+) -> Value {
     let attrs = attributes(&root.attributes);
-    let failed = is_error(root, &attrs);
+    let failed = earlier_error || has_error(spans);
+    let root_id = workunit_id(root, &attrs);
     let counters = match attrs.get(ATTR_METRICS) {
         Some(Value::String(s)) => serde_json::from_str::<Value>(s).unwrap_or(Value::Null),
         Some(v @ Value::Object(_)) => v.clone(),
@@ -229,20 +308,43 @@ pub fn final_document(run_id: &str, root: &Span, spans: &[&Span], resource: &BTr
     };
     let start_s = root.start_time_unix_nano as f64 / 1e9;
     let run_time_s = root.end_time_unix_nano.saturating_sub(root.start_time_unix_nano) as f64 / 1e9;
-    let goals: Vec<String> = spans
+    let mut goals: Vec<String> = Vec::new();
+    let mut workunits: Vec<Value> = spans
         .iter()
-        .filter_map(|s| as_str(attributes(&s.attributes).get(ATTR_DESCRIPTION)))
-        .filter_map(|d| d.strip_prefix('`').and_then(|d| d.strip_suffix("` goal")).map(str::to_string))
+        .map(|s| {
+            let mut wu = workunit_json(s);
+            if let Some(goal) = goal_of(s, &root_id) {
+                wu["description"] = json!(format!("`{goal}` goal")); // as the plugin path describes goals
+                if !goals.contains(&goal) {
+                    goals.push(goal);
+                }
+            }
+            wu
+        })
         .collect();
+    // Goals whose spans came in earlier batches, as minimal goal workunits (for goal timings).
+    let in_batch: Vec<String> = workunits.iter().filter_map(|w| w["workunit_id"].as_str().map(str::to_string)).collect();
+    for g in earlier_goals.iter().filter(|g| g.parent_id == root_id && !in_batch.contains(&g.workunit_id)) {
+        workunits.push(json!({
+            "workunit_id": g.workunit_id, "name": format!("goal {}", g.goal), "state": "finished",
+            "parent_ids": [root_id], "start_usecs": g.start_usecs, "end_usecs": g.end_usecs,
+            "description": format!("`{}` goal", g.goal),
+        }));
+        if !goals.contains(&g.goal) {
+            goals.push(g.goal.clone());
+        }
+    }
     let metadata = |key: &str| as_str(attrs.get(format!("{ATTR_METADATA_PREFIX}{key}").as_str()));
     json!({
         "run_info": {
             "id": run_id,
             "timestamp": start_s,
             "outcome": if failed { "FAILURE" } else { "SUCCESS" },
-            "user": as_str(resource.get("user.name")).or_else(|| as_str(resource.get("enduser.id"))),
+            "user": as_str(resource.get("user.name"))
+                .or_else(|| as_str(resource.get("enduser.id")))
+                .unwrap_or_else(|| fallback_user.to_string()),
             "machine": as_str(resource.get("host.name")),
-            "branch": as_str(resource.get("vcs.repository.ref.name")).or_else(|| as_str(resource.get("vcs.ref.head.name"))),
+            "branch": as_str(resource.get("vcs.ref.head.name")).or_else(|| as_str(resource.get("vcs.repository.ref.name"))),
             "revision": as_str(resource.get("vcs.ref.head.revision")).or_else(|| as_str(resource.get("vcs.repository.ref.revision"))),
             "version": as_str(resource.get("service.version")).or_else(|| metadata("pants_version")),
             "cmd_line": metadata("cmd_line"),
@@ -250,7 +352,7 @@ pub fn final_document(run_id: &str, root: &Span, spans: &[&Span], resource: &BTr
         },
         "cumulative_timings": [{"label": "main", "timing": run_time_s}],
         "counters": counters,
-        "workunits": spans.iter().map(|s| workunit_json(s)).collect::<Vec<_>>(),
+        "workunits": workunits,
         "otlp": {
             "trace_id": hex::encode(&root.trace_id),
             "root_span_id": hex::encode(&root.span_id),
@@ -324,7 +426,7 @@ pub mod tests {
             root.status = Some(Status { code: status::StatusCode::Error as i32, message: "lint failed".into() });
         }
         vec![
-            span(trace, 2, Some(1), "pants.core.goals.lint.lint", 1_700_000_001, 1_700_000_029, vec![kv(ATTR_DESCRIPTION, s("`lint` goal"))]),
+            span(trace, 2, Some(1), "pants.core.goals.lint.lint", 1_700_000_001, 1_700_000_029, vec![]),
             span(trace, 3, Some(2), "pants.backend.python.lint.flake8", 1_700_000_002, 1_700_000_012, vec![kv(
                 &format!("{ATTR_METADATA_PREFIX}exit_code"),
                 any_value::Value::IntValue(0),
@@ -354,7 +456,7 @@ pub mod tests {
         let run_id = run_id_for_trace(&trace.trace_id);
         assert_eq!(run_id, format!("otlp_{}", "07".repeat(16)));
         let root = trace.spans.iter().find(|s| is_root(s)).unwrap();
-        let doc = final_document(&run_id, root, &trace.spans, &trace.resource);
+        let doc = final_document(&run_id, root, &trace.spans, &trace.resource, "token-user", false, &[]);
         let parsed: crate::documents::BuildStats = serde_json::from_value(doc).unwrap();
         let ctx = crate::normalize::RequestContext {
             org: "acme".into(),
@@ -378,6 +480,57 @@ pub mod tests {
     }
 
     #[test]
+    fn an_error_span_fails_the_run_and_a_missing_user_falls_back_to_the_token() {
+        let mut spans = pants_run(5, false);
+        spans[1].attributes.push(kv(ATTR_LEVEL, s("ERROR")));
+        let mut request = request(SERVICE_NAME, spans);
+        request.resource_spans[0].resource.as_mut().unwrap().attributes.retain(|kv| kv.key == "service.name");
+        let export = split(&request);
+        let trace = &export.traces[0];
+        let root = trace.spans.iter().find(|s| is_root(s)).unwrap();
+        let doc = final_document("r", root, &trace.spans, &trace.resource, "ci-bot", false, &[]);
+        assert_eq!(doc["run_info"]["outcome"], json!("FAILURE"));
+        let clean: Vec<&Span> = trace.spans.iter().copied().filter(|s| !has_error(&[s])).collect();
+        let earlier = final_document("r", root, &clean, &trace.resource, "ci-bot", true, &[]);
+        assert_eq!(earlier["run_info"]["outcome"], json!("FAILURE"), "an error in an earlier batch");
+        let none = final_document("r", root, &clean, &trace.resource, "ci-bot", false, &[]);
+        assert_eq!(none["run_info"]["outcome"], json!("SUCCESS"));
+        assert_eq!(doc["run_info"]["user"], json!("ci-bot"));
+        assert_eq!(doc["run_info"]["computed_goals"], json!(["lint"]));
+    }
+
+    #[test]
+    fn goals_are_recognised_by_rule_name_under_the_root() {
+        let root = span(1, 1, None, "pants_run", 0, 10, vec![]);
+        let goal = span(1, 2, Some(1), "pants.backend.project_info.count_loc.count_loc", 0, 5, vec![]);
+        let nested = span(1, 3, Some(2), "pants.core.goals.lint.lint", 0, 1, vec![]);
+        assert_eq!(goal_of(&goal, "wu01").as_deref(), Some("count-loc"));
+        assert_eq!(goal_of(&nested, "wu01"), None, "only direct children of the root");
+        assert_eq!(goal_of(&root, "wu01"), None);
+        assert_eq!(goal_name("pants.core.goals.test.run_tests").as_deref(), Some("test"));
+        assert_eq!(goal_name("pants.engine.process.fallible_to_exec_result_or_raise"), None);
+    }
+
+    #[test]
+    fn goals_from_earlier_batches_count_with_their_timings() {
+        let spans = pants_run(4, false);
+        let root = &spans[2];
+        let earlier = vec![buildstats_core::db::GoalCandidate {
+            parent_id: "wu01".into(),
+            goal: "check".into(),
+            workunit_id: "wu99".into(),
+            start_usecs: 1_000_000,
+            end_usecs: 4_000_000,
+        }];
+        let only_root: Vec<&Span> = vec![root];
+        let doc = final_document("r", root, &only_root, &BTreeMap::new(), "u", false, &earlier);
+        assert_eq!(doc["run_info"]["computed_goals"], json!(["check"]));
+        let parsed: crate::documents::BuildStats = serde_json::from_value(doc).unwrap();
+        let timings = crate::normalize::goal_timings(parsed.workunits.as_deref().unwrap());
+        assert_eq!((timings[0].goal.as_str(), timings[0].duration_ms), ("check", 3_000));
+    }
+
+    #[test]
     fn foreign_services_and_broken_ids_are_rejected_and_counted() {
         let mut spans = pants_run(9, false);
         spans[0].span_id = vec![0; 8];
@@ -398,6 +551,18 @@ pub mod tests {
         let export = split(&request);
         assert_eq!(export.traces.len(), 2);
         assert!(export.traces.iter().all(|t| t.spans.len() == 3));
+    }
+
+    #[test]
+    fn omitted_empty_lists_in_otlp_json_are_accepted() {
+        let mut value = json!({"resourceSpans": [{"scopeSpans": [{"spans": [{"attributes": [
+            {"key": "pantsbuild.workunit.parent_span_ids", "value": {"arrayValue": {}}},
+            {"key": "m", "value": {"kvlistValue": {}}}
+        ]}]}]}]});
+        fill_omitted_json_defaults(&mut value);
+        let attrs = &value["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"];
+        assert_eq!(attrs[0]["value"]["arrayValue"]["values"], json!([]));
+        assert_eq!(attrs[1]["value"]["kvlistValue"]["values"], json!([]));
     }
 
     #[test]

@@ -44,7 +44,7 @@ fn trace(trace_id: [u8; 16], n: u32) -> Vec<Span> {
             ..Default::default()
         }
     };
-    let mut spans = vec![mk(2, Some(1), "pants.core.goals.lint.lint", 1_000_000, 9_000_000_000, vec![kv("pantsbuild.workunit.description", text("`lint` goal"))])];
+    let mut spans = vec![mk(2, Some(1), "pants.core.goals.lint.lint", 1_000_000, 9_000_000_000, vec![])];
     for i in 0..n {
         spans.push(mk(100 + i, Some(2), "pants.engine.process.fallible_to_exec_result_or_raise", 2_000_000 + i as u64, 3_000_000 + 2 * i as u64, vec![]));
     }
@@ -117,6 +117,7 @@ async fn a_trace_in_shuffled_repeated_batches_becomes_one_build() {
     assert_eq!(end.run.run_time_ms, Some(10_000));
     assert_eq!((end.run.user.as_str(), end.run.branch.as_deref()), ("grace", Some("main")));
     assert_eq!(end.run.counters["local_cache_requests"], 40);
+    assert_eq!(end.run.goals, vec!["lint"], "goal from the rule name of the root's child");
     let updates: Vec<_> = events.iter().filter_map(|e| match e { Event::WorkunitsUpdated(u) => Some(u), _ => None }).collect();
     assert_eq!(updates.len(), 4, "one workunits update per batch, the repeat included");
     let mut seen = std::collections::BTreeSet::new();

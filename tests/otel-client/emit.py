@@ -356,13 +356,11 @@ def decode_response(resp) -> dict:
         if 200 <= resp.status_code < 300:
             try:
                 msg = ExportTraceServiceResponse.FromString(body)
-                if msg.HasField("partial_success"):
-                    out["partial_success"] = {
-                        "rejected_spans": msg.partial_success.rejected_spans,
-                        "error_message": msg.partial_success.error_message,
-                    }
-                else:
-                    out["partial_success"] = None
+                out["partial_success_present"] = msg.HasField("partial_success")
+                out["partial_success"] = {
+                    "rejected_spans": msg.partial_success.rejected_spans,
+                    "error_message": msg.partial_success.error_message,
+                }
             except Exception as err:  # noqa: BLE001
                 out["decode_error"] = f"not an ExportTraceServiceResponse: {err}"
         else:
@@ -380,7 +378,9 @@ def decode_response(resp) -> dict:
             out["json"] = doc
             if isinstance(doc, dict) and 200 <= resp.status_code < 300:
                 ps = doc.get("partialSuccess")
-                out["partial_success"] = None if ps is None else {
+                out["partial_success_present"] = ps is not None
+                ps = ps or {}
+                out["partial_success"] = {
                     "rejected_spans": int(ps.get("rejectedSpans", 0) or 0),
                     "error_message": ps.get("errorMessage", ""),
                 }
@@ -394,7 +394,8 @@ def decode_response(resp) -> dict:
 class Recorder:
     def __init__(self) -> None:
         self.exchanges: list[dict] = []
-        self.batch: int | None = None  # which planned batch the driver is exporting
+        self.batch: int | None = None  # which batch the driver is exporting
+        self.send: int | None = None  # which export call (a repeated batch is sent twice)
         self.lock = threading.Lock()
 
 
@@ -415,6 +416,7 @@ def install_http_hook() -> None:
         spans = decode_request_spans(body, ctype, cenc)
         ex: dict[str, Any] = {
             "batch": RECORDER.batch,
+            "send": RECORDER.send,
             "method": request.method,
             "url": request.url,
             "path": urllib.parse.urlsplit(request.url).path,
@@ -942,8 +944,8 @@ class Driver:
             if a.repeat_batches:
                 plan.append((i, c))
         results = []
-        for i, chunk in plan:
-            RECORDER.batch = i
+        for send, (i, chunk) in enumerate(plan):
+            RECORDER.batch, RECORDER.send = i, send
             if a.encoding == "protobuf":
                 res = exporter.export(chunk)
             else:
@@ -956,7 +958,7 @@ class Driver:
                 finally:
                     sess.headers["Content-Type"] = old
             results.append({"batch": i, "spans": len(chunk), "exporter_result": res.name})
-        RECORDER.batch = None
+        RECORDER.batch = RECORDER.send = None
         self.captured["chunks"] = chunks
         return results
 
@@ -1095,21 +1097,30 @@ class Driver:
         expect = a.expect_status if a.expect_status is not None else (400 if a.malformed else None)
         exchanges = []
         root_id = result.get("root_span_id")
-        for ex in RECORDER.exchanges:
+        retried = 0
+        for n, ex in enumerate(RECORDER.exchanges, 1):
             row = {k: v for k, v in ex.items() if not k.startswith("_")}
             row["contains_root"] = bool(root_id) and any(s["span_id"] == root_id for s in (ex["_span_ids"] or []))
+            # The exporter retries 408/5xx (and a connection error once) by itself: in driver batching
+            # an exchange followed by another one of the same export call was retried.
+            nxt = RECORDER.exchanges[n] if n < len(RECORDER.exchanges) else None
+            row["retried"] = (a.batching == "driver" and not a.malformed and nxt is not None
+                              and nxt["send"] == ex["send"])
             exchanges.append(row)
+            where = f"request {n} (batch {ex['batch']})"
             if ex["status"] is None:
-                self.failures.append(f"request {len(exchanges)} (batch {ex['batch']}): {ex.get('error')}")
+                if not row["retried"]:
+                    self.failures.append(f"{where}: {ex.get('error')}")
             elif expect is not None:
                 if ex["status"] != expect:
-                    self.failures.append(f"request {len(exchanges)} (batch {ex['batch']}): expected status "
-                                         f"{expect}, got {ex['status']}")
+                    self.failures.append(f"{where}: expected status {expect}, got {ex['status']}")
+            elif row["retried"]:
+                retried += 1
             elif not 200 <= ex["status"] < 300:
-                self.failures.append(f"request {len(exchanges)} (batch {ex['batch']}): status {ex['status']}: "
-                                     f"{json.dumps(ex['response'])[:200]}")
-            elif not ex.get("request_id") and a.require_request_id:
-                self.failures.append(f"request {len(exchanges)} (batch {ex['batch']}): no {REQUEST_ID_HEADER} header")
+                self.failures.append(f"{where}: status {ex['status']}: {json.dumps(ex['response'])[:200]}")
+            if ex["status"] is not None and not ex.get("request_id") and a.require_request_id:
+                self.failures.append(f"{where}: no {REQUEST_ID_HEADER} header")
+        result["retried_requests"] = retried
         if not a.malformed and not RECORDER.exchanges:
             self.failures.append("no HTTP request was sent")
         wire_ids = {s["span_id"] for e in RECORDER.exchanges for s in (e["_span_ids"] or [])}
@@ -1117,7 +1128,9 @@ class Driver:
             result["spans_on_wire_distinct"] = len(wire_ids)
             if a.batching == "driver" and len(wire_ids) != len(spans):
                 self.failures.append(f"wire: {len(wire_ids)} distinct spans sent, {len(spans)} expected")
-        result["root_batches"] = sorted({r["batch"] for r in exchanges if r["contains_root"]})
+        # driver batching: batch numbers; processor batching: request numbers (0-based)
+        result["root_batches"] = sorted({(r["batch"] if r["batch"] is not None else i)
+                                         for i, r in enumerate(exchanges) if r["contains_root"]})
         result["requests"] = len(exchanges)
         result["exchanges"] = exchanges
         if exchanges:

@@ -15,6 +15,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use buildstats_core::auth::bearer;
+use buildstats_core::db;
 use buildstats_core::tenancy::{RunId, Slug};
 use buildstats_core::tokens::Scope;
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -32,6 +33,11 @@ use crate::AppState;
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
+
+fn unavailable(e: db::DbError) -> ApiError {
+    tracing::error!(error = %e, "trace state unavailable");
+    ApiError::Unavailable("trace state is temporarily unavailable; retry".into())
+}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Encoding {
@@ -74,8 +80,12 @@ pub async fn export(
     let request: ExportTraceServiceRequest = match encoding {
         Encoding::Protobuf => ExportTraceServiceRequest::decode(raw.as_slice())
             .map_err(|e| ApiError::BadRequest(format!("not an OTLP ExportTraceServiceRequest (protobuf): {e}")))?,
-        Encoding::Json => serde_json::from_slice(&raw)
-            .map_err(|e| ApiError::BadRequest(format!("not an OTLP ExportTraceServiceRequest (JSON): {e}")))?,
+        Encoding::Json => {
+            let bad = |e: serde_json::Error| ApiError::BadRequest(format!("not an OTLP ExportTraceServiceRequest (JSON): {e}"));
+            let mut value: serde_json::Value = serde_json::from_slice(&raw).map_err(bad)?;
+            otlp::fill_omitted_json_defaults(&mut value);
+            serde_json::from_value(value).map_err(bad)?
+        }
     };
 
     let export = otlp::split(&request);
@@ -90,13 +100,35 @@ pub async fn export(
     };
     let src = Source { org: &org, repo: &repo, request_id: &request_id.0, record_limit: state.record_limit };
     let mut all = Vec::new();
+    let pool = state.auth.pool();
     for trace in &export.traces {
         let run_id = RunId::parse(&otlp::run_id_for_trace(&trace.trace_id)).expect("hex ids are valid run ids");
+        // Record an error before this batch is acknowledged, so the root's batch sees it.
+        let batch_failed = otlp::has_error(&trace.spans);
+        if batch_failed {
+            db::mark_trace_failed(pool, principal.ids.repo_id, &trace.trace_id).await.map_err(unavailable)?;
+        }
+        let candidates = otlp::goal_candidates(&trace.spans);
+        db::record_goal_candidates(pool, principal.ids.repo_id, &trace.trace_id, &candidates).await.map_err(unavailable)?;
         let update_doc = serde_json::to_vec(&otlp::workunits_document(run_id.as_str(), &trace.spans)).expect("JSON");
         let update: WorkunitsUpdate = serde_json::from_slice(&update_doc).expect("our own document parses");
         all.push(events::workunits_updated(&src, &run_id, &update_doc, &update)?);
         if let Some(root) = trace.spans.iter().find(|s| otlp::is_root(s)) {
-            let final_doc = serde_json::to_vec(&otlp::final_document(run_id.as_str(), root, &trace.spans, &trace.resource))
+            let earlier_error = !batch_failed
+                && db::trace_failed(pool, principal.ids.repo_id, &trace.trace_id).await.map_err(unavailable)?;
+            let earlier_goals = db::goal_candidates(pool, principal.ids.repo_id, &trace.trace_id, &otlp::root_workunit_id(root))
+                .await
+                .map_err(unavailable)?;
+            let document = otlp::final_document(
+                run_id.as_str(),
+                root,
+                &trace.spans,
+                &trace.resource,
+                &principal.user,
+                earlier_error,
+                &earlier_goals,
+            );
+            let final_doc = serde_json::to_vec(&document)
                 .expect("JSON");
             let doc: BuildStats = serde_json::from_slice(&final_doc).expect("our own document parses");
             let mut run = normalize::run_record(&doc, &ctx, run_id.as_str())?;
