@@ -227,12 +227,12 @@ pub async fn read_topic(config: &Config, topic: &str) -> TopicContents {
             .set("enable.partition.eof", "false")
             .create()
             .unwrap();
-        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)).unwrap();
+        let metadata = with_retries("topic metadata", || consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)));
         let partitions = metadata.topics()[0].partitions().len() as i32;
         let mut assignment = TopicPartitionList::new();
         let mut end: HashMap<i32, i64> = HashMap::new();
         for p in 0..partitions {
-            let (low, high) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(10)).unwrap();
+            let (low, high) = with_retries("watermarks", || consumer.fetch_watermarks(&topic, p, Duration::from_secs(10)));
             if high > low {
                 end.insert(p, high);
                 assignment.add_partition_offset(&topic, p, Offset::Beginning).unwrap();
@@ -268,6 +268,22 @@ pub async fn read_topic(config: &Config, topic: &str) -> TopicContents {
     })
     .await
     .unwrap()
+}
+
+/// The test's own reads of broker metadata: a slow answer from a loaded broker is not what
+/// is under test, so retry a few times before failing with the broker's error.
+fn with_retries<T>(what: &str, mut f: impl FnMut() -> rdkafka::error::KafkaResult<T>) -> T {
+    let mut last = None;
+    for attempt in 0..5 {
+        match f() {
+            Ok(v) => return v,
+            Err(e) => {
+                last = Some(e);
+                std::thread::sleep(Duration::from_millis(500 * (attempt + 1)));
+            }
+        }
+    }
+    panic!("reading {what} from the broker failed 5 times: {:?}", last.unwrap())
 }
 
 /// A fixture document with a fresh run id (so runs never collide across tests).
