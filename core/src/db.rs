@@ -213,6 +213,26 @@ pub async fn mark_trace_failed(pool: &PgPool, repo_id: Uuid, trace_id: &[u8]) ->
     Ok(())
 }
 
+/// Has a run start already been reported for this repo's trace?
+pub async fn trace_started(pool: &PgPool, repo_id: Uuid, trace_id: &[u8]) -> Result<bool, DbError> {
+    let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM otlp_trace_starts WHERE trace_id = $1 AND repo_id = $2")
+        .bind(trace_id)
+        .bind(repo_id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(found.is_some())
+}
+
+/// Record that the run start of this trace was acknowledged (idempotent).
+pub async fn mark_trace_started(pool: &PgPool, repo_id: Uuid, trace_id: &[u8]) -> Result<(), DbError> {
+    sqlx::query("INSERT INTO otlp_trace_starts (trace_id, repo_id) VALUES ($1, $2) ON CONFLICT (trace_id) DO NOTHING")
+        .bind(trace_id)
+        .bind(repo_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// A span that may be a goal of its run (known for sure once the root shows its parent is the root).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GoalCandidate {
@@ -278,6 +298,9 @@ pub async fn trace_failed(pool: &PgPool, repo_id: Uuid, trace_id: &[u8]) -> Resu
         .execute(pool)
         .await?;
     sqlx::query("DELETE FROM otlp_trace_goals WHERE updated_at < now() - interval '2 days'")
+        .execute(pool)
+        .await?;
+    sqlx::query("DELETE FROM otlp_trace_starts WHERE updated_at < now() - interval '2 days'")
         .execute(pool)
         .await?;
     let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM otlp_trace_errors WHERE trace_id = $1 AND repo_id = $2")

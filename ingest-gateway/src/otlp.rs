@@ -282,6 +282,27 @@ pub fn ci_from_resource(resource: &BTreeMap<&str, Value>) -> Option<CiInfo> {
     })
 }
 
+/// A `build_stats` run-start report synthesized from a trace's first batch: the run is
+/// running (`NOT_AVAILABLE`), started at its earliest span, by the resource's user.
+pub fn start_document(run_id: &str, spans: &[&Span], resource: &BTreeMap<&str, Value>, fallback_user: &str) -> Value {
+    let start_ns = spans.iter().map(|s| s.start_time_unix_nano).min().unwrap_or(0);
+    json!({
+        "run_info": {
+            "id": run_id,
+            "timestamp": start_ns as f64 / 1e9,
+            "outcome": "NOT_AVAILABLE",
+            "user": as_str(resource.get("user.name"))
+                .or_else(|| as_str(resource.get("enduser.id")))
+                .unwrap_or_else(|| fallback_user.to_string()),
+            "machine": as_str(resource.get("host.name")),
+            "branch": as_str(resource.get("vcs.ref.head.name")).or_else(|| as_str(resource.get("vcs.repository.ref.name"))),
+            "revision": as_str(resource.get("vcs.ref.head.revision")).or_else(|| as_str(resource.get("vcs.repository.ref.revision"))),
+            "version": as_str(resource.get("service.version")),
+        },
+        "otlp": {"trace_id": spans.first().map(|s| hex::encode(&s.trace_id)), "resource": resource},
+    })
+}
+
 /// A `build_stats` final report synthesized from the root span, for the plugin path's
 /// normalization. `spans` are the trace's spans in the same batch (goal timings).
 ///
@@ -563,6 +584,18 @@ pub mod tests {
         let attrs = &value["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"];
         assert_eq!(attrs[0]["value"]["arrayValue"]["values"], json!([]));
         assert_eq!(attrs[1]["value"]["kvlistValue"]["values"], json!([]));
+    }
+
+    #[test]
+    fn a_first_batch_reports_a_running_build_from_its_earliest_span() {
+        let spans = pants_run(3, false);
+        let batch: Vec<&Span> = spans[..2].iter().collect();
+        let request = request(SERVICE_NAME, vec![]);
+        let resource = attributes(&request.resource_spans[0].resource.as_ref().unwrap().attributes);
+        let doc = start_document("r", &batch, &resource, "u");
+        assert_eq!(doc["run_info"]["outcome"], json!("NOT_AVAILABLE"));
+        assert_eq!(doc["run_info"]["timestamp"], json!(1_700_000_001.0));
+        assert_eq!((doc["run_info"]["user"].clone(), doc["run_info"]["branch"].clone()), (json!("ada"), json!("main")));
     }
 
     #[test]

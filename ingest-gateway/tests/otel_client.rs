@@ -33,6 +33,7 @@ async fn emit(gw: &TestGateway, token: &str, args: &[&str]) -> serde_json::Value
 fn check_build(topic: &TopicContents, result: &serde_json::Value) -> buildstats_schemas::RunEnded {
     let run_id = format!("otlp_{}", result["trace_id"].as_str().unwrap());
     let events = topic.events_of(&run_id);
+    assert!(matches!(events[0], Event::RunStarted(_)), "{run_id}: the run start comes first");
     let ends: Vec<_> = events.iter().filter_map(|e| match e { Event::RunEnded(r) => Some(r.clone()), _ => None }).collect();
     assert!(!ends.is_empty(), "{run_id}: no final report");
     let distinct: BTreeSet<&str> = ends.iter().map(|e| e.header.event_id.as_str()).collect();
@@ -89,7 +90,9 @@ async fn the_real_exporter_is_refused_without_a_valid_ingest_token_and_for_garba
     let topic = gw.topic().await;
     let run_id = format!("otlp_{}", unfinished["trace_id"].as_str().unwrap());
     let events = topic.events_of(&run_id);
-    assert!(!events.is_empty() && events.iter().all(|e| matches!(e, Event::WorkunitsUpdated(_))));
+    assert!(matches!(events[0], Event::RunStarted(_)), "a running build has its run start");
+    assert!(events[1..].iter().all(|e| matches!(e, Event::WorkunitsUpdated(_))), "and no final report");
+    assert!(events.len() > 1);
     assert_eq!(topic.records.iter().filter(|r| !r.key.ends_with(&run_id)).count(), 0, "refused exports left records");
     gw.stop().await;
 }

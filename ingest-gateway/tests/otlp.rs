@@ -120,6 +120,10 @@ async fn a_trace_in_shuffled_repeated_batches_becomes_one_build() {
     // The root's batch came first here, so the goal span (in a later batch) arrived after the
     // final report: late spans join the workunit tree but never change the final record.
     assert!(end.run.goals.is_empty(), "{:?}", end.run.goals);
+    assert!(matches!(events[0], Event::RunStarted(_)), "the trace's first batch reports the run start");
+    assert_eq!(events.iter().filter(|e| matches!(e, Event::RunStarted(_))).count(), 1, "only the first batch does");
+    let Event::RunStarted(start) = events[0] else { unreachable!() };
+    assert_eq!((start.run.outcome.as_str(), start.run.user.as_str()), ("NOT_AVAILABLE", "grace"));
     let updates: Vec<_> = events.iter().filter_map(|e| match e { Event::WorkunitsUpdated(u) => Some(u), _ => None }).collect();
     assert_eq!(updates.len(), 4, "one workunits update per batch, the repeat included");
     let mut seen = std::collections::BTreeSet::new();

@@ -101,8 +101,21 @@ pub async fn export(
     let src = Source { org: &org, repo: &repo, request_id: &request_id.0, record_limit: state.record_limit };
     let mut all = Vec::new();
     let pool = state.auth.pool();
+    let mut starting: Vec<&[u8]> = Vec::new();
     for trace in &export.traces {
         let run_id = RunId::parse(&otlp::run_id_for_trace(&trace.trace_id)).expect("hex ids are valid run ids");
+        // The trace's first batch also reports the run start.
+        if !db::trace_started(pool, principal.ids.repo_id, &trace.trace_id).await.map_err(unavailable)? {
+            let start = serde_json::to_vec(&otlp::start_document(run_id.as_str(), &trace.spans, &trace.resource, &principal.user))
+                .expect("JSON");
+            let doc: BuildStats = serde_json::from_slice(&start).expect("our own document parses");
+            let mut run = normalize::run_record(&doc, &ctx, run_id.as_str())?;
+            if let Some(ci) = otlp::ci_from_resource(&trace.resource) {
+                run.ci = Some(ci);
+            }
+            all.push(events::run_started(&src, &run_id, start, run)?);
+            starting.push(&trace.trace_id);
+        }
         // Record an error before this batch is acknowledged, so the root's batch sees it.
         let batch_failed = otlp::has_error(&trace.spans);
         if batch_failed {
@@ -140,6 +153,9 @@ pub async fn export(
     }
     if !all.is_empty() {
         state.publisher.publish(&all, &request_id.0).await?;
+    }
+    for trace_id in starting {
+        db::mark_trace_started(pool, principal.ids.repo_id, trace_id).await.map_err(unavailable)?;
     }
     let accepted: usize = export.traces.iter().map(|t| t.spans.len()).sum();
     metrics::counter!("gateway_otlp_spans_total", "result" => "accepted").increment(accepted as u64);
