@@ -28,7 +28,10 @@ use clap::Parser;
 use ingest_gateway::documents::{BuildStats, WorkunitsUpdate};
 use ingest_gateway::events::{self, Source};
 use ingest_gateway::normalize::{self, RequestContext};
+use ingest_gateway::otlp;
 use ingest_gateway::records::BuildRecords;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -48,7 +51,7 @@ struct Args {
     /// kafka.produce_timeout_ms for the baseline producer and the gateway alike.
     #[arg(long, default_value_t = 30_000)]
     produce_timeout_ms: u64,
-    /// workunits, run-end or all.
+    /// workunits, run-end, otlp or all.
     #[arg(long, default_value = "all")]
     scenario: String,
     /// The gateway binary.
@@ -65,11 +68,15 @@ struct Args {
 /// One kind of request: the HTTP body the plugin sends and the records it turns into.
 struct Workload {
     name: &'static str,
+    /// `workunits`, `run-end` or `otlp` (for --scenario).
+    scenario: &'static str,
     method: reqwest::Method,
-    /// Path under the buildsense base, `{run}` replaced by the run id.
+    /// Path under the buildsense base, `{run}` replaced by the run id; an absolute path
+    /// (starting with `/`) is under the gateway's root.
     path: &'static str,
     body: Vec<u8>,
     compressed: bool,
+    content_type: &'static str,
     /// Builds the gateway's records for one run id (for the baseline, once per run, up front).
     records: Box<dyn Fn(&str) -> BuildRecords + Send + Sync>,
 }
@@ -152,28 +159,94 @@ fn workloads(fixtures: &Path, org: &'static Slug, repo: &'static Slug, limit: us
         let src = Source { org, repo, request_id: "bench", record_limit: limit };
         events::run_ended(&src, &RunId::parse(run).unwrap(), &raw, &parsed, record, "run_end").unwrap()
     };
+    // (c) An OTLP export of 100 Pants-shaped spans (no root: a batch in the middle of a run).
+    let otlp_records = move |run: &str| {
+        let request = otlp_batch(run);
+        let export = otlp::split(&request);
+        let trace = &export.traces[0];
+        let run_id = RunId::parse(&otlp::run_id_for_trace(&trace.trace_id)).unwrap();
+        let doc = serde_json::to_vec(&otlp::workunits_document(run_id.as_str(), &trace.spans)).unwrap();
+        let update: WorkunitsUpdate = serde_json::from_slice(&doc).unwrap();
+        let src = Source { org, repo, request_id: "bench", record_limit: limit };
+        events::workunits_updated(&src, &run_id, &doc, &update).unwrap()
+    };
     Ok(vec![
         Workload {
             name: "workunits update (40 workunits, ~12 KB JSON)",
+            scenario: "workunits",
             method: reqwest::Method::POST,
             path: "{run}/workunits/",
             compressed: update_doc.len() > 10 * 1024,
+            content_type: "multipart/form-data; boundary=benchboundary7d1c",
             body: update_doc,
             records: Box::new(wu_records),
         },
         Workload {
             name: "run end (real 500 KB final report)",
+            scenario: "run-end",
             method: reqwest::Method::PATCH,
             path: "{run}/",
             compressed: true,
+            content_type: "multipart/form-data; boundary=benchboundary7d1c",
             body: end_doc,
             records: Box::new(end_records),
+        },
+        Workload {
+            name: "OTLP export (100 spans, protobuf)",
+            scenario: "otlp",
+            method: reqwest::Method::POST,
+            path: "/v1/traces",
+            compressed: false,
+            content_type: "application/x-protobuf",
+            body: Vec::new(),
+            records: Box::new(otlp_records),
         },
     ])
 }
 
+/// 100 spans of one Pants run (trace id derived from `run`), as the OTel exporter sends them.
+fn otlp_batch(run: &str) -> ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, ArrayValue, KeyValue};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let text = |v: String| Some(AnyValue { value: Some(any_value::Value::StringValue(v)) });
+    let kv = |k: &str, value: Option<AnyValue>| KeyValue { key: k.into(), value, ..Default::default() };
+    let trace_id: [u8; 16] = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, run.as_bytes()).into_bytes();
+    let t0 = 1_764_806_400_000_000_000u64;
+    let spans = (0..100u64)
+        .map(|i| Span {
+            trace_id: trace_id.to_vec(),
+            span_id: (i + 2).to_be_bytes().to_vec(),
+            parent_span_id: 1u64.to_be_bytes().to_vec(),
+            name: "pants.engine.process.fallible_to_exec_result_or_raise".into(),
+            start_time_unix_nano: t0 + i * 1_000_000,
+            end_time_unix_nano: t0 + i * 1_000_000 + 500_000,
+            attributes: vec![
+                kv("pantsbuild.workunit.span_id", text(format!("{:016x}", i + 2))),
+                kv(
+                    "pantsbuild.workunit.parent_span_ids",
+                    Some(AnyValue { value: Some(any_value::Value::ArrayValue(ArrayValue { values: vec![text("0000000000000001".into()).unwrap()] })) }),
+                ),
+                kv("pantsbuild.workunit.level", text("DEBUG".into())),
+                kv("pantsbuild.workunit.metadata.exit_code", Some(AnyValue { value: Some(any_value::Value::IntValue(0)) })),
+            ],
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource { attributes: vec![kv("service.name", text("pantsbuild".into()))], ..Default::default() }),
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+}
+
 /// The body of one request for `run`: the document with its run id, as the plugin encodes it.
 fn request_body(workload: &Workload, run: &str) -> Vec<u8> {
+    if workload.scenario == "otlp" {
+        return otlp_batch(run).encode_to_vec();
+    }
     let doc = if workload.path.ends_with("workunits/") {
         String::from_utf8(workload.body.clone()).unwrap().replace("RUN", run).into_bytes()
     } else {
@@ -338,13 +411,13 @@ async fn main() -> anyhow::Result<()> {
     let all = workloads(&args.fixtures, org, repo, limit)?;
     let selected: Vec<Workload> = all
         .into_iter()
-        .filter(|w| args.scenario == "all" || (args.scenario == "workunits") == w.path.ends_with("workunits/"))
+        .filter(|w| args.scenario == "all" || args.scenario == w.scenario)
         .collect();
     let duration = Duration::from_secs(args.duration);
     let mut report = Vec::new();
     for (i, workload) in selected.into_iter().enumerate() {
         let workload = Arc::new(workload);
-        let connections = if workload.path.ends_with("workunits/") { args.connections } else { args.run_end_connections };
+        let connections = if workload.scenario == "run-end" { args.run_end_connections } else { args.connections };
         eprintln!("[3/4] {}: baseline (raw producer, {connections} concurrent requests)", workload.name);
         // The same 64 runs for both: their records encoded once, up front.
         let runs: Vec<String> = (0..64).map(|k| run_id(i, k)).collect();
@@ -379,11 +452,15 @@ async fn main() -> anyhow::Result<()> {
             async move {
                 // The body's run id is one of the 64 prepared ones; the URL's must match it.
                 let k = ((worker as u64) * 7919 + n) % 64;
-                let url = format!("{base}{}", w.path.replace("{run}", &runs[k as usize]));
+                let url = if w.path.starts_with('/') {
+                    format!("{}{}", base.split("/api/").next().unwrap(), w.path)
+                } else {
+                    format!("{base}{}", w.path.replace("{run}", &runs[k as usize]))
+                };
                 let mut request = c
                     .request(w.method.clone(), url)
                     .bearer_auth(&t)
-                    .header("content-type", "multipart/form-data; boundary=benchboundary7d1c")
+                    .header("content-type", w.content_type)
                     .header("user-agent", "pants/v2.16.0 toolchain/v0.27.0")
                     .body(bodies[k as usize].clone());
                 if w.compressed {
@@ -405,6 +482,9 @@ async fn main() -> anyhow::Result<()> {
     println!("| workload | concurrency | path | req/s | p50 ms | p99 ms | failed | gateway/baseline req/s | peak RSS MB |");
     println!("|---|---:|---|---:|---:|---:|---:|---:|---:|");
     for (name, connections, baseline, gw, peak) in &report {
+        if name.starts_with("OTLP") {
+            println!("| {name} | {connections} | = spans/s | {:.0} (baseline) / {:.0} (gateway) | | | | | |", baseline.rate() * 100.0, gw.rate() * 100.0);
+        }
         println!("| {name} | {connections} | baseline (raw producer) | {:.0} | {:.1} | {:.1} | {} | | |", baseline.rate(), baseline.percentile_ms(0.5), baseline.percentile_ms(0.99), baseline.failed);
         println!("| {name} | {connections} | gateway (HTTP) | {:.0} | {:.1} | {:.1} | {} | {:.2} | {} |", gw.rate(), gw.percentile_ms(0.5), gw.percentile_ms(0.99), gw.failed, gw.rate() / baseline.rate(), peak / 1024);
     }
