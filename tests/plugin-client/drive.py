@@ -18,8 +18,6 @@ import dataclasses
 import datetime
 import enum
 import hashlib
-import importlib.abc
-import importlib.util
 import json
 import logging
 import os
@@ -36,6 +34,9 @@ import zlib
 from pathlib import Path
 from typing import Any, Callable
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared pants_stubs module
+from pants_stubs import PantsStubFinder, reexec_in_venv  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 VENV = REPO / "target" / "venv"
 DEFAULT_PLUGIN_DIR = VENV / "toolchain-plugin"
@@ -43,57 +44,15 @@ PLUGIN_VERSION = "0.27.0"
 
 
 def _reexec_in_venv() -> None:
-    venv_py = VENV / "bin" / "python"
-    if os.environ.get("PLUGIN_DRIVE_NO_REEXEC") == "1":
-        return
-    try:
-        in_venv = Path(sys.prefix).resolve() == VENV.resolve()
-    except OSError:
-        in_venv = False
-    if in_venv:
-        return
-    if not venv_py.exists():
-        sys.exit(f"drive.py: {venv_py} not found: run {REPO / 'dev' / 'python-env'} first")
-    os.environ["PLUGIN_DRIVE_NO_REEXEC"] = "1"
-    os.execv(str(venv_py), [str(venv_py), str(Path(__file__).resolve()), *sys.argv[1:]])
+    reexec_in_venv(Path(__file__), REPO, VENV, "PLUGIN_DRIVE_NO_REEXEC")
 
 
 # ----------------------------------------------------------------------------------------------
-# pants.* stubs: an import hook that makes inert modules, plus the few real behaviours the
-# client needs (reimplemented minimally).
+# pants.* stubs: the few real behaviours the client needs (reimplemented minimally), filled into
+# the inert modules made by the import hook of tests/pants_stubs.py.
 # ----------------------------------------------------------------------------------------------
 
 STUB_PANTS_VERSION = "2.16.0"
-
-
-class _InertMeta(type):
-    """Classes made by the stub: subclassable, callable, subscriptable (DictOption[str]), and
-    every attribute is another inert thing."""
-
-    def __getattr__(cls, name: str):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return _make_inert(name, cls.__module__)
-
-    def __getitem__(cls, item):
-        return cls
-
-
-class _Inert(metaclass=_InertMeta):
-    def __init__(self, *args, **kwargs) -> None:
-        pass
-
-    def __call__(self, *args, **kwargs):
-        return None
-
-    def __getattr__(self, name: str):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return None
-
-
-def _make_inert(name: str, module: str) -> type:
-    return _InertMeta(name, (_Inert,), {"__module__": module})
 
 
 class _RunTrackerOptionEncoder(json.JSONEncoder):
@@ -184,39 +143,6 @@ _STUB_OVERRIDES: dict[str, Callable[[types.ModuleType], None]] = {
     "pants.util.dirutil": _fill_dirutil,
     "pants.engine.fs": _fill_fs,
 }
-
-
-class PantsStubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Answers every `pants` / `pants.*` import with an inert package module."""
-
-    def __init__(self) -> None:
-        self.imported: list[str] = []
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname == "pants" or fullname.startswith("pants."):
-            return importlib.util.spec_from_loader(fullname, self, is_package=True)
-        return None
-
-    def create_module(self, spec):
-        return None
-
-    def exec_module(self, module: types.ModuleType) -> None:
-        name = module.__name__
-        self.imported.append(name)
-        module.__path__ = []  # a package: submodules import through this finder too
-        cache: dict[str, Any] = {}
-
-        def __getattr__(attr: str):
-            if attr.startswith("__"):
-                raise AttributeError(attr)
-            if attr not in cache:
-                cache[attr] = _make_inert(attr, name)
-            return cache[attr]
-
-        module.__getattr__ = __getattr__  # type: ignore[attr-defined]
-        fill = _STUB_OVERRIDES.get(name)
-        if fill:
-            fill(module)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -603,7 +529,7 @@ class Driver:
             raise SystemExit(f"drive.py: plugin not unpacked in {plugin_dir}: run dev/python-env")
         global STUB_PANTS_VERSION
         STUB_PANTS_VERSION = self.args.pants_version
-        self.stub_finder = PantsStubFinder()
+        self.stub_finder = PantsStubFinder(_STUB_OVERRIDES)
         sys.meta_path.insert(0, self.stub_finder)
         sys.path.insert(0, str(plugin_dir))
         install_http_hook()
