@@ -282,23 +282,28 @@ pub fn ci_from_resource(resource: &BTreeMap<&str, Value>) -> Option<CiInfo> {
     })
 }
 
+/// The `run_info` fields a trace's resource gives (semantic conventions, newest names first),
+/// plus the run's own id, start, and outcome.
+fn run_info(run_id: &str, timestamp_s: f64, outcome: &str, resource: &BTreeMap<&str, Value>, fallback_user: &str) -> Map<String, Value> {
+    let first = |keys: &[&str]| keys.iter().find_map(|k| as_str(resource.get(k)));
+    let mut info = Map::new();
+    info.insert("id".into(), json!(run_id));
+    info.insert("timestamp".into(), json!(timestamp_s));
+    info.insert("outcome".into(), json!(outcome));
+    info.insert("user".into(), json!(first(&["user.name", "enduser.id"]).unwrap_or_else(|| fallback_user.to_string())));
+    info.insert("machine".into(), json!(first(&["host.name"])));
+    info.insert("branch".into(), json!(first(&["vcs.ref.head.name", "vcs.repository.ref.name"])));
+    info.insert("revision".into(), json!(first(&["vcs.ref.head.revision", "vcs.repository.ref.revision"])));
+    info.insert("version".into(), json!(first(&["service.version"])));
+    info
+}
+
 /// A `build_stats` run-start report synthesized from a trace's first batch: the run is
 /// running (`NOT_AVAILABLE`), started at its earliest span, by the resource's user.
 pub fn start_document(run_id: &str, spans: &[&Span], resource: &BTreeMap<&str, Value>, fallback_user: &str) -> Value {
     let start_ns = spans.iter().map(|s| s.start_time_unix_nano).min().unwrap_or(0);
     json!({
-        "run_info": {
-            "id": run_id,
-            "timestamp": start_ns as f64 / 1e9,
-            "outcome": "NOT_AVAILABLE",
-            "user": as_str(resource.get("user.name"))
-                .or_else(|| as_str(resource.get("enduser.id")))
-                .unwrap_or_else(|| fallback_user.to_string()),
-            "machine": as_str(resource.get("host.name")),
-            "branch": as_str(resource.get("vcs.ref.head.name")).or_else(|| as_str(resource.get("vcs.repository.ref.name"))),
-            "revision": as_str(resource.get("vcs.ref.head.revision")).or_else(|| as_str(resource.get("vcs.repository.ref.revision"))),
-            "version": as_str(resource.get("service.version")),
-        },
+        "run_info": run_info(run_id, start_ns as f64 / 1e9, "NOT_AVAILABLE", resource, fallback_user),
         "otlp": {"trace_id": spans.first().map(|s| hex::encode(&s.trace_id)), "resource": resource},
     })
 }
@@ -356,21 +361,14 @@ pub fn final_document(
         }
     }
     let metadata = |key: &str| as_str(attrs.get(format!("{ATTR_METADATA_PREFIX}{key}").as_str()));
+    let mut info = run_info(run_id, start_s, if failed { "FAILURE" } else { "SUCCESS" }, resource, fallback_user);
+    if info["version"].is_null() {
+        info.insert("version".into(), json!(metadata("pants_version")));
+    }
+    info.insert("cmd_line".into(), json!(metadata("cmd_line")));
+    info.insert("computed_goals".into(), json!(goals));
     json!({
-        "run_info": {
-            "id": run_id,
-            "timestamp": start_s,
-            "outcome": if failed { "FAILURE" } else { "SUCCESS" },
-            "user": as_str(resource.get("user.name"))
-                .or_else(|| as_str(resource.get("enduser.id")))
-                .unwrap_or_else(|| fallback_user.to_string()),
-            "machine": as_str(resource.get("host.name")),
-            "branch": as_str(resource.get("vcs.ref.head.name")).or_else(|| as_str(resource.get("vcs.repository.ref.name"))),
-            "revision": as_str(resource.get("vcs.ref.head.revision")).or_else(|| as_str(resource.get("vcs.repository.ref.revision"))),
-            "version": as_str(resource.get("service.version")).or_else(|| metadata("pants_version")),
-            "cmd_line": metadata("cmd_line"),
-            "computed_goals": goals,
-        },
+        "run_info": info,
         "cumulative_timings": [{"label": "main", "timing": run_time_s}],
         "counters": counters,
         "workunits": workunits,
