@@ -266,7 +266,6 @@ where
 {
     let op = Arc::new(op);
     let warmup = Duration::from_secs(3);
-    let started = Instant::now();
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
@@ -312,7 +311,6 @@ where
         total.failed += s.failed;
         total.latencies_us.extend(s.latencies_us);
     }
-    let _ = started;
     total
 }
 

@@ -40,6 +40,12 @@ impl Principal {
         if self.org != org || self.repo != repo {
             return Err(AuthError::WrongTenant);
         }
+        self.require_scope(needed)
+    }
+
+    /// Refuse unless the principal's scope allows `needed` (on its own repo, e.g. where the
+    /// token itself names the tenant, as for OTLP exports).
+    pub fn require_scope(&self, needed: Scope) -> Result<(), AuthError> {
         if needed == Scope::Ingest && self.scope != Scope::Ingest {
             return Err(AuthError::WrongScope);
         }

@@ -80,7 +80,8 @@ impl Publisher {
         }
         let deadline = Duration::from_millis(self.config.produce_timeout_ms) + Duration::from_millis(500);
         let started = Instant::now();
-        let result = tokio::time::timeout(deadline, self.publish_in_two_phases(builds, request_id)).await;
+        let producer = self.producer();
+        let result = tokio::time::timeout(deadline, self.publish_in_two_phases(&producer, builds, request_id)).await;
         metrics::histogram!("gateway_produce_seconds").record(started.elapsed().as_secs_f64());
         let result = match result {
             Ok(inner) => inner,
@@ -89,20 +90,24 @@ impl Publisher {
         if let Err(e) = &result {
             metrics::counter!("gateway_produce_failures_total").increment(1);
             tracing::warn!(request_id, error = %e, "publish failed");
-            self.discard_producer(e);
+            self.discard_producer(&producer, e);
         }
         result
     }
 
-    async fn publish_in_two_phases(&self, builds: &[BuildRecords], request_id: &str) -> Result<(), PublishError> {
-        let producer = self.producer();
+    async fn publish_in_two_phases(
+        &self,
+        producer: &FutureProducer,
+        builds: &[BuildRecords],
+        request_id: &str,
+    ) -> Result<(), PublishError> {
         let chunks: Vec<(&str, &EncodedRecord)> =
             builds.iter().flat_map(|b| b.chunks().iter().map(move |r| (b.key.as_str(), r))).collect();
         if !chunks.is_empty() {
-            self.send_all(&producer, &chunks, request_id).await?;
+            self.send_all(producer, &chunks, request_id).await?;
         }
         let completing: Vec<(&str, &EncodedRecord)> = builds.iter().map(|b| (b.key.as_str(), b.completing())).collect();
-        self.send_all(&producer, &completing, request_id).await
+        self.send_all(producer, &completing, request_id).await
     }
 
     async fn send_all(
@@ -153,16 +158,16 @@ impl Publisher {
         }
     }
 
-    /// Purge and replace the producer that failed, and open the breaker. Concurrent failures
-    /// of the same producer replace it once.
-    fn discard_producer(&self, error: &PublishError) {
+    /// Purge and replace the producer that failed, and open the breaker. Only the producer
+    /// that is still current is replaced: a late failure of one already discarded (a request
+    /// that took it just before the swap) must not throw away its healthy successor.
+    fn discard_producer(&self, failed: &Arc<FutureProducer>, error: &PublishError) {
         let mut open_until = self.open_until.lock().expect("breaker lock");
-        let now = Instant::now();
-        if open_until.is_some_and(|until| now < until) {
-            return; // another request already replaced it
+        if !Arc::ptr_eq(failed, &self.producer()) {
+            return; // already replaced
         }
-        *open_until = Some(now + BREAKER_WINDOW);
-        let failed = self.producer();
+        *open_until = Some(Instant::now() + BREAKER_WINDOW);
+        let failed = failed.clone();
         tracing::warn!(%error, fatal = ?failed.client().fatal_error(), "discarding the Kafka producer after a failed publish");
         failed.purge(PurgeConfig::default().queue().inflight());
         match Self::create(&self.config) {

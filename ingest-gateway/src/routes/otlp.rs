@@ -63,7 +63,7 @@ pub async fn export(
 ) -> Result<Response, ApiError> {
     let token = bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))?;
     let principal = state.auth.authenticate(token).await?;
-    principal.require(&principal.org.clone(), &principal.repo.clone(), Scope::Ingest)?;
+    principal.require_scope(Scope::Ingest)?;
     let org = Slug::parse("org", &principal.org).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let repo = Slug::parse("repo", &principal.repo).map_err(|e| ApiError::BadRequest(e.to_string()))?;
 
