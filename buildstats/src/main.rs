@@ -11,6 +11,8 @@ use buildstats_core::tenancy::Slug;
 use buildstats_core::tokens::Scope;
 use buildstats_core::{db, kafka, telemetry};
 use clap::{Parser, Subcommand, ValueEnum};
+use processors::sinks::SinkName;
+use processors::SinkRun;
 
 #[derive(Parser)]
 #[command(name = "buildstats", version, about = "Self-hosted build statistics for Pants")]
@@ -30,8 +32,25 @@ struct Cli {
 enum Command {
     /// Serve the ingest HTTP API (the Pants plugin's endpoints).
     Gateway,
-    /// Every role in one process, after applying migrations and creating topics: the local run.
+    /// Every role in one process (gateway and every sink), after creating the database,
+    /// topics and stores: the local run.
     All,
+    /// Run one sink: consume the builds topic in the sink's own consumer group and write its
+    /// store. Run any number of replicas (up to the partition count) to scale out.
+    Sink {
+        /// dynamodb or s3.
+        #[arg(value_parser = parse_sink)]
+        name: SinkName,
+        /// Consumer group (default `{sinks.group_prefix}-NAME`). A new group starts from the
+        /// oldest record the topic holds.
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// The dead-letter topic.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Set-up and tenancy administration.
     Admin {
         #[command(subcommand)]
@@ -45,11 +64,27 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum DlqCommand {
+    /// Send the records a sink dead-lettered back to the builds topic, for that sink only,
+    /// once their cause is fixed. Resumable: what was sent back is not sent again.
+    Redrive {
+        #[arg(long, value_parser = parse_sink)]
+        sink: SinkName,
+    },
+}
+
+fn parse_sink(name: &str) -> Result<SinkName, String> {
+    SinkName::parse(name)
+}
+
+#[derive(Subcommand)]
 enum AdminCommand {
     /// Create the database if missing and apply the Postgres migrations (idempotent).
     Migrate,
-    /// Migrations, then the Kafka topics (idempotent): everything a fresh install needs.
+    /// Migrations, then the Kafka topics (idempotent).
     Init,
+    /// Create the sinks' stores: the DynamoDB table and the S3 bucket (idempotent).
+    InitStores,
     /// Long-lived tokens.
     Token {
         #[command(subcommand)]
@@ -121,7 +156,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gateway => gateway(config).await,
         Command::All => {
             init(&config).await?;
-            gateway(config).await
+            processors::init::init_stores(&config).await?;
+            let runs = SinkName::ALL
+                .into_iter()
+                .map(|name| SinkRun { name, group: name.default_group(&config.sinks.group_prefix) })
+                .collect();
+            let sinks_config = config.clone();
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let mut sinks_stop = stop_rx.clone();
+            let sinks = tokio::spawn(async move {
+                processors::run_sinks(&sinks_config, runs, true, async move {
+                    let _ = sinks_stop.wait_for(|s| *s).await;
+                })
+                .await
+            });
+            let served = gateway_until(config, async move {
+                telemetry::shutdown_signal().await;
+                let _ = stop_tx.send(true);
+            })
+            .await;
+            let sunk = sinks.await.context("sinks task failed")?;
+            served?;
+            sunk
+        }
+        Command::Sink { name, group } => {
+            let group = group.unwrap_or_else(|| name.default_group(&config.sinks.group_prefix));
+            processors::run_sinks(&config, vec![SinkRun { name, group }], true, telemetry::shutdown_signal()).await
+        }
+        Command::Dlq { command: DlqCommand::Redrive { sink } } => {
+            processors::redrive::redrive(&config, sink).await.map(|_| ())
         }
         Command::Admin { command } => admin(config, command).await,
         Command::Config { command: ConfigCommand::Env } => {
@@ -148,6 +211,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn gateway(config: Config) -> anyhow::Result<()> {
+    gateway_until(config, telemetry::shutdown_signal()).await
+}
+
+async fn gateway_until(config: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     telemetry::metrics_handle();
     let state = ingest_gateway::prepare(&config).await?;
     let listener = tokio::net::TcpListener::bind(&config.gateway.listen)
@@ -157,7 +224,7 @@ async fn gateway(config: Config) -> anyhow::Result<()> {
         state,
         listener,
         Duration::from_secs(config.gateway.shutdown_grace_seconds),
-        telemetry::shutdown_signal(),
+        shutdown,
     )
     .await
 }
@@ -185,6 +252,7 @@ async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
             Ok(())
         }
         AdminCommand::Init => init(&config).await,
+        AdminCommand::InitStores => processors::init::init_stores(&config).await,
         AdminCommand::Token { command } => {
             let pool = db::connect(&config.postgres).await?;
             db::check_migrated(&pool).await?;

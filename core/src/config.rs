@@ -20,6 +20,10 @@ pub struct Config {
     pub auth: AuthConfig,
     pub gateway: GatewayConfig,
     pub query: QueryConfig,
+    pub sinks: SinksConfig,
+    pub aws: AwsConfig,
+    pub dynamodb: DynamoDbConfig,
+    pub s3: S3Config,
     pub log: LogConfig,
 }
 
@@ -94,6 +98,78 @@ pub struct QueryConfig {
     pub listen: String,
 }
 
+/// What every sink's consumer shares (`buildstats sink NAME`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SinksConfig {
+    /// Probes and metrics of a sink process (`/healthz`, `/readyz`, `/metrics`).
+    pub listen: String,
+    /// Consumer group of sink NAME: `{group_prefix}-NAME`, one group per store.
+    pub group_prefix: String,
+    /// Static group membership (`group.instance.id`) of this process, e.g. the pod name of a
+    /// StatefulSet: a restarted process takes its partitions back at once, without a
+    /// rebalance. Each replica needs its own. Empty: dynamic membership.
+    pub instance_id: String,
+    /// A batch is written when it holds this many records...
+    pub batch_max_records: usize,
+    /// ...or this many bytes of record values...
+    pub batch_max_bytes: usize,
+    /// ...or its first record waited this long.
+    pub batch_linger_ms: u64,
+    /// Store calls in flight per partition (different builds of one batch run in parallel;
+    /// one build's records always apply in order).
+    pub write_concurrency: usize,
+    /// Records buffered per partition before the partition is paused.
+    pub partition_buffer: usize,
+    /// First retry delay of a failed store call; doubles (with jitter) up to the max.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// How often stored offsets are committed; a `kill -9` repeats at most this window.
+    pub commit_interval_ms: u64,
+    /// Chunks of payloads too large for one record are staged in S3 under this prefix
+    /// until the event that completes them arrives.
+    pub staging_prefix: String,
+    /// Staged chunks whose completing event never came expire after this many days.
+    pub staging_expiry_days: i32,
+    /// At SIGTERM, how long batches in flight may take to finish before they are abandoned
+    /// uncommitted.
+    pub shutdown_grace_seconds: u64,
+}
+
+/// How sinks reach AWS or an S3/DynamoDB-compatible server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AwsConfig {
+    /// Custom endpoint (MinIO, DynamoDB Local, moto); empty = AWS itself.
+    pub endpoint_url: String,
+    pub region: String,
+    /// Static credentials; both empty = the default AWS chain (env, profile, IMDS, IRSA).
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Largest number of attempts the SDK makes per call before the sink's own backoff.
+    pub sdk_max_attempts: u32,
+    /// Longest wait for one store call: a hung store (a frozen process, a black-holed
+    /// network) fails the call after this long, and the sink's backoff takes over.
+    pub attempt_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DynamoDbConfig {
+    /// The runs table (created by `buildstats admin init-stores`).
+    pub table: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Builds live under `{prefix}/{org}/{repo}/{run_id}/`.
+    pub prefix: String,
+    /// Path-style URLs (`endpoint/bucket/key`), needed by MinIO and moto.
+    pub force_path_style: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
@@ -111,6 +187,10 @@ impl Default for Config {
             auth: AuthConfig::default(),
             gateway: GatewayConfig::default(),
             query: QueryConfig::default(),
+            sinks: SinksConfig::default(),
+            aws: AwsConfig::default(),
+            dynamodb: DynamoDbConfig::default(),
+            s3: S3Config::default(),
             log: LogConfig::default(),
         }
     }
@@ -175,6 +255,52 @@ impl Default for QueryConfig {
     }
 }
 
+impl Default for SinksConfig {
+    fn default() -> Self {
+        SinksConfig {
+            listen: "127.0.0.1:8090".into(),
+            group_prefix: "buildstats-sink".into(),
+            instance_id: String::new(),
+            batch_max_records: 500,
+            batch_max_bytes: 8 * 1024 * 1024,
+            batch_linger_ms: 100,
+            write_concurrency: 16,
+            partition_buffer: 2_000,
+            retry_initial_ms: 200,
+            retry_max_ms: 30_000,
+            commit_interval_ms: 1_000,
+            staging_prefix: "_staging".into(),
+            staging_expiry_days: 2,
+            shutdown_grace_seconds: 30,
+        }
+    }
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        AwsConfig {
+            endpoint_url: String::new(),
+            region: "us-east-1".into(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            sdk_max_attempts: 2,
+            attempt_timeout_ms: 20_000,
+        }
+    }
+}
+
+impl Default for DynamoDbConfig {
+    fn default() -> Self {
+        DynamoDbConfig { table: "buildstats-runs".into() }
+    }
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config { bucket: "buildstats".into(), prefix: "builds".into(), force_path_style: true }
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig { format: "text".into(), level: "info".into() }
@@ -221,6 +347,22 @@ pub fn env_variables() -> Vec<EnvVariable> {
 }
 
 impl Config {
+    /// This config as `BUILDSTATS_*` variables: how a parent process hands its exact config
+    /// to a child role (benchmarks, tests).
+    pub fn to_env(&self) -> Vec<(String, String)> {
+        let value = toml::Value::try_from(self).expect("config serializes");
+        env_variables()
+            .into_iter()
+            .map(|v| {
+                let text = match &value[v.section.as_str()][v.key.as_str()] {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (v.name, text)
+            })
+            .collect()
+    }
+
     /// Load defaults, then the file (a missing file is fine only when `required` is false),
     /// then variables from `lookup` (the environment, in production).
     pub fn load(
@@ -348,6 +490,17 @@ mod tests {
         assert_eq!(config.gateway.listen, "0.0.0.0:1");
         assert_eq!(config.gateway.max_parts, 7);
         assert_eq!(config.kafka.topic, "buildstats.builds.v1");
+    }
+
+    #[test]
+    fn to_env_round_trips_through_load() {
+        let mut config = Config::default();
+        config.kafka.partitions = 5;
+        config.s3.force_path_style = false;
+        config.dynamodb.table = "t1".into();
+        let vars = config.to_env();
+        let back = Config::load(Path::new("/nonexistent"), false, |n| vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone())).unwrap();
+        assert_eq!(back, config);
     }
 
     #[test]

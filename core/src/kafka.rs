@@ -18,6 +18,17 @@ pub mod headers {
     /// `run_ended/v2`: the writer schema (also in the record's own header).
     pub const SCHEMA: &str = "bs-schema";
     pub const REQUEST_ID: &str = "bs-request-id";
+    /// On a record sent back from the dead-letter topic: the one sink it is for. Every other
+    /// sink skips it (it already wrote the original).
+    pub const REDRIVE_FOR: &str = "bs-redrive-for";
+    /// Dead-letter headers: which sink gave up on the record, why, and where it came from.
+    pub const DLQ_SINK: &str = "bs-dlq-sink";
+    pub const DLQ_ERROR: &str = "bs-dlq-error";
+    pub const DLQ_SOURCE_TOPIC: &str = "bs-dlq-source-topic";
+    pub const DLQ_SOURCE_PARTITION: &str = "bs-dlq-source-partition";
+    pub const DLQ_SOURCE_OFFSET: &str = "bs-dlq-source-offset";
+    /// Epoch milliseconds when the record was dead-lettered.
+    pub const DLQ_AT: &str = "bs-dlq-at";
 }
 
 /// Room for the key, headers and framing on top of the value limit.
@@ -70,6 +81,30 @@ pub fn producer_config(config: &KafkaConfig) -> Result<ClientConfig, KafkaSetupE
         .set("message.timeout.ms", config.produce_timeout_ms.to_string())
         .set("socket.keepalive.enable", "true");
     // Pass-through properties win over our defaults.
+    for entry in config.client_properties.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        if let Some((k, v)) = entry.split_once('=') {
+            client.set(k.trim(), v.trim());
+        }
+    }
+    Ok(client)
+}
+
+/// Consumer settings of a sink's group: offsets are stored by the sink only after the store
+/// wrote a record and every record before it, and committed from that store every
+/// `commit_interval_ms` and on every rebalance and close (librdkafka's at-least-once pattern).
+pub fn consumer_config(config: &KafkaConfig, group_id: &str, commit_interval_ms: u64) -> Result<ClientConfig, KafkaSetupError> {
+    let mut client = client_config(config)?;
+    client
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.commit.interval.ms", commit_interval_ms.to_string())
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "2000")
+        .set("statistics.interval.ms", "5000")
+        .set("socket.keepalive.enable", "true");
     for entry in config.client_properties.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         if let Some((k, v)) = entry.split_once('=') {
             client.set(k.trim(), v.trim());

@@ -77,6 +77,33 @@ fn truncate(value: &str) -> String {
 
 /// The Kafka key of every record of one build: `{org}/{repo}/{run_id}`. None of the three
 /// parts can contain `/`, so the key splits back unambiguously.
+/// Escape an untrusted name into one storage key segment: every byte outside
+/// `[A-Za-z0-9_-]` becomes `%XX`. Injective (two names never share a segment), and `.`, `/`
+/// and `%`-sequences of the input cannot survive, so the result can never climb out of the
+/// prefix it is joined to. Empty names become `%00`.
+pub fn escape_segment(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if out.is_empty() {
+        out.push_str("%00");
+    }
+    out
+}
+
+/// Whether a segment is already in the [`escape_segment`] alphabet (what a reader may
+/// accept from the topic as a storage segment).
+pub fn is_escaped_segment(segment: &str) -> bool {
+    !segment.is_empty()
+        && segment.len() <= 1024
+        && segment.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'%')
+}
+
 pub fn build_key(org: &Slug, repo: &Slug, run_id: &RunId) -> String {
     format!("{org}/{repo}/{run_id}")
 }
@@ -93,6 +120,16 @@ pub fn parse_build_key(key: &str) -> Result<(Slug, Slug, RunId), NameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escaped_segments_cannot_climb_out_of_their_prefix() {
+        assert_eq!(escape_segment("pants_run_2021-09"), "pants_run_2021-09");
+        assert_eq!(escape_segment("../../x"), "%2E%2E%2F%2E%2E%2Fx");
+        assert_eq!(escape_segment("a%2Fb"), "a%252Fb");
+        assert_eq!(escape_segment(""), "%00");
+        assert!(is_escaped_segment(&escape_segment("ünï/..")));
+        assert!(!is_escaped_segment("a/b") && !is_escaped_segment("..") && !is_escaped_segment(""));
+    }
 
     #[test]
     fn slugs_allow_only_the_documented_alphabet() {

@@ -163,21 +163,11 @@ pub struct UploadedArtifact {
     pub data: Vec<u8>,
 }
 
-/// Escape a part name into a storage-safe id: every byte outside `[A-Za-z0-9_-]` becomes
-/// `%XX`. Injective, so two names never share an id, and `.`/`/` cannot survive.
+/// Escape a part name into a storage-safe id (`core::tenancy::escape_segment`): every byte
+/// outside `[A-Za-z0-9_-]` becomes `%XX`. Injective, so two names never share an id, and
+/// `.`/`/` cannot survive.
 pub fn artifact_id(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    if out.is_empty() {
-        out.push_str("%00");
-    }
-    out
+    buildstats_core::tenancy::escape_segment(name)
 }
 
 /// The artifacts of one upload.

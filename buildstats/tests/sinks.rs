@@ -1,0 +1,389 @@
+//! The DynamoDB and S3 sinks end to end: the gateway (in-process) publishes to tansu, real
+//! `buildstats sink` processes consume, moto stores. Faults are done to the real processes.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use buildstats_core::config::Config;
+use buildstats_core::kafka;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use reqwest::Method;
+use serde_json::json;
+use support::common::{
+    build_stats_fixtures, fixture_with_new_run_id, fixtures_dir, multipart, new_run_id, send_doc, status_json, zlib,
+    TestGateway,
+};
+use support::*;
+
+const CATCH_UP: Duration = Duration::from_secs(180);
+
+fn group(config: &Config, sink: &str) -> String {
+    format!("{}-{sink}", config.sinks.group_prefix)
+}
+
+struct SentBuild {
+    run_id: String,
+    doc: Vec<u8>,
+}
+
+/// Run start and run end of a fixture, as the plugin sends them.
+async fn send_build(gw: &TestGateway, token: &str, name: &str) -> SentBuild {
+    let c = reqwest::Client::new();
+    let (run_id, doc) = fixture_with_new_run_id(name);
+    let (status, body, _) = status_json(send_doc(&c, Method::POST, &gw.url(&format!("{run_id}/")), token, &doc).await).await;
+    assert_eq!(status, 201, "run start of {name}: {body}");
+    let (status, body, _) = status_json(send_doc(&c, Method::PATCH, &gw.url(&format!("{run_id}/")), token, &doc).await).await;
+    assert_eq!(status, 201, "run end of {name}: {body}");
+    SentBuild { run_id, doc }
+}
+
+/// Everything the stores hold for this test: items, and objects with their ETags.
+async fn snapshot(stores: &Stores) -> (BTreeMap<String, Item>, BTreeMap<String, (i64, String)>) {
+    (stores.items().await, stores.objects("").await)
+}
+
+/// Publish every record of the topic again (same key, value, headers), as a replay or a
+/// producer retry would deliver duplicates.
+async fn republish_topic(config: &Config) -> usize {
+    let c = config.clone();
+    let records = tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = kafka::client_config(&c.kafka)
+            .unwrap()
+            .set("group.id", format!("test-reader-{}", uuid::Uuid::new_v4()))
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut out = Vec::new();
+        for p in 0..c.kafka.partitions {
+            let (low, high) = consumer.fetch_watermarks(&c.kafka.topic, p, Duration::from_secs(10)).unwrap();
+            if high <= low {
+                continue;
+            }
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&c.kafka.topic, p, Offset::Offset(low)).unwrap();
+            consumer.assign(&tpl).unwrap();
+            while out.iter().filter(|(pp, _, _, _)| *pp == p).count() < (high - low) as usize {
+                let Some(m) = consumer.poll(Duration::from_secs(5)) else { continue };
+                let m = m.unwrap();
+                let headers: Vec<(String, Vec<u8>)> = m
+                    .headers()
+                    .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
+                    .unwrap_or_default();
+                out.push((p, m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec), headers));
+            }
+        }
+        out
+    })
+    .await
+    .unwrap();
+    let producer: FutureProducer = kafka::producer_config(&config.kafka).unwrap().create().unwrap();
+    for (_, key, value, headers) in &records {
+        let mut h = OwnedHeaders::new();
+        for (k, v) in headers {
+            h = h.insert(Header { key: k, value: Some(v) });
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&config.kafka.topic).headers(h);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+    }
+    records.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fixture_becomes_one_item_and_one_build_prefix_and_duplicates_change_nothing() {
+    let config = sink_config();
+    init_stores(&config).await;
+    let gw = TestGateway::start_with(config.clone()).await;
+    let token = gw.token().await;
+    let dynamo = SinkProcess::spawn(&config, "dynamodb", None);
+    let s3 = SinkProcess::spawn(&config, "s3", None);
+
+    let mut sent = Vec::new();
+    for name in build_stats_fixtures() {
+        sent.push((name.clone(), send_build(&gw, &token, &name).await));
+    }
+    assert!(sent.len() >= 50, "{} fixtures", sent.len());
+
+    // One build with a live workunit update and artifacts: a multi-MB log (chunked at the
+    // 4 KiB test record limit), a coverage report with a descriptor, and a hostile name.
+    let c = reqwest::Client::new();
+    let extra_run = new_run_id();
+    let fixture: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures_dir().join("pants_pytest_with_address.json")).unwrap()).unwrap();
+    let workunits = fixture["workunits"].as_array().unwrap().clone();
+    let update = serde_json::to_vec(&json!({"run_id": extra_run, "workunits": workunits})).unwrap();
+    let mut start_doc = fixture.clone();
+    start_doc["run_info"]["id"] = json!(extra_run);
+    let start_doc = serde_json::to_vec(&start_doc).unwrap();
+    let (status, body, _) = status_json(send_doc(&c, Method::POST, &gw.url(&format!("{extra_run}/")), &token, &start_doc).await).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body, _) = status_json(send_doc(&c, Method::POST, &gw.url(&format!("{extra_run}/workunits/")), &token, &update).await).await;
+    assert_eq!(status, 201, "{body}");
+    let log: Vec<u8> = (0..60_000).flat_map(|i| format!("12:00:{:02} [INFO] line {i} of the run\n", i % 60).into_bytes()).collect();
+    let coverage = std::fs::read(fixtures_dir().join("pytest_coverage.xml")).unwrap();
+    let part = "7f3e2a10c0b111ee8f0e0242ac120002";
+    let descriptors = serde_json::to_vec(&json!({part: {"workunit_id": "abc", "name": "coverage_xml", "path": "dist/coverage.xml"}})).unwrap();
+    let (body, ct) = multipart(&[("pants_run_log", &zlib(&log)), (part, &zlib(&coverage)), ("../../x", &zlib(b"sneaky")), ("descriptors.json", &zlib(&descriptors))]);
+    let response = c
+        .post(gw.url(&format!("{extra_run}/artifacts/")))
+        .bearer_auth(&token)
+        .header("content-type", ct)
+        .header("content-encoding", "compress")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let (status, body, _) = status_json(response).await;
+    assert_eq!(status, 201, "{body}");
+
+    wait_caught_up(&config, &group(&config, "dynamodb"), CATCH_UP).await;
+    wait_caught_up(&config, &group(&config, "s3"), CATCH_UP).await;
+
+    let stores = Stores::new(&config).await;
+    let items = stores.items().await;
+    assert_eq!(items.len(), sent.len() + 1, "one item per build");
+    let build_prefix = |run_id: &str| format!("{}/{}/{}/{run_id}/", config.s3.prefix, gw.org, gw.repo);
+    let objects = stores.objects("").await;
+    for (name, build) in &sent {
+        let pk = format!("{}/{}/{}", gw.org, gw.repo, build.run_id);
+        let item = items.get(&pk).unwrap_or_else(|| panic!("{name}: no item {pk}"));
+        assert_eq!(s(item, "state"), "final", "{name}");
+        assert_eq!(s(item, "run_id"), build.run_id, "{name}");
+        assert_eq!(s(item, "repo_key"), format!("{}/{}", gw.org, gw.repo));
+        assert_ne!(s(item, "outcome"), "NOT_AVAILABLE", "{name}: the final report's outcome");
+        let prefix = build_prefix(&build.run_id);
+        let (start, start_type) = stores.get(&format!("{prefix}start.json")).await;
+        assert_eq!(start, build.doc, "{name}: start document byte-exact");
+        let (end, end_type) = stores.get(&format!("{prefix}final.json")).await;
+        assert_eq!(end, build.doc, "{name}: final document byte-exact");
+        assert_eq!(start_type.as_deref(), Some("application/json"));
+        assert_eq!(end_type.as_deref(), Some("application/json"));
+        let of_build: Vec<_> = objects.keys().filter(|k| k.starts_with(&prefix)).collect();
+        assert_eq!(of_build.len(), 2, "{name}: {of_build:?}");
+    }
+    // One prefix per build, nothing else outside the staging area.
+    let prefixes: std::collections::BTreeSet<String> = objects
+        .keys()
+        .filter(|k| !k.starts_with(&format!("{}/", config.sinks.staging_prefix)))
+        .map(|k| k.rsplitn(2, '/').nth(1).unwrap().split('/').take(4).collect::<Vec<_>>().join("/"))
+        .collect();
+    assert_eq!(prefixes.len(), sent.len() + 1, "{prefixes:?}");
+
+    // The extra build: running (no final report), its workunits, its artifacts.
+    let extra_item = &items[&format!("{}/{}/{extra_run}", gw.org, gw.repo)];
+    assert_eq!(s(extra_item, "state"), "running");
+    let prefix = build_prefix(&extra_run);
+    let mine: Vec<&String> = objects.keys().filter(|k| k.starts_with(&prefix)).collect();
+    assert!(mine.iter().all(|k| !k[prefix.len()..].contains("..")), "{mine:?}");
+    let (log_back, log_type) = stores.get(&format!("{prefix}artifacts/pants_run_log")).await;
+    assert_eq!(log_back, log, "log byte-exact");
+    assert!(log_type.unwrap().starts_with("text/plain"));
+    let (cov_back, cov_type) = stores.get(&format!("{prefix}artifacts/{part}")).await;
+    assert_eq!(cov_back, coverage);
+    assert_eq!(cov_type.as_deref(), Some("application/xml"));
+    let (descriptor, _) = stores.get(&format!("{prefix}artifacts/{part}.descriptor.json")).await;
+    let descriptor: serde_json::Value = serde_json::from_slice(&descriptor).unwrap();
+    assert_eq!(descriptor["descriptor_name"], json!("coverage_xml"));
+    assert_eq!(descriptor["path"], json!("dist/coverage.xml"));
+    let (sneaky, _) = stores.get(&format!("{prefix}artifacts/%2E%2E%2F%2E%2E%2Fx")).await;
+    assert_eq!(sneaky, b"sneaky", "a hostile artifact name stays one segment inside its build");
+    let workunit_keys: Vec<&&String> = mine.iter().filter(|k| k.contains("/workunits/")).collect();
+    assert_eq!(workunit_keys.len(), 1, "{mine:?}");
+    let (list, _) = stores.get(workunit_keys[0]).await;
+    let list: serde_json::Value = serde_json::from_slice(&list).unwrap();
+    assert_eq!(list["workunits"].as_array().unwrap().len(), workunits.len());
+    let artifact_ids = match &extra_item["artifact_ids"] {
+        aws_sdk_dynamodb::types::AttributeValue::Ss(ids) => ids.clone(),
+        other => panic!("artifact_ids: {other:?}"),
+    };
+    assert_eq!(artifact_ids.len(), 3, "{artifact_ids:?}");
+
+    // Duplicates: the client retries every run end, then every record is delivered again.
+    let before = snapshot(&stores).await;
+    for (_, build) in sent.iter().take(10) {
+        let (status, _, _) = status_json(send_doc(&c, Method::PATCH, &gw.url(&format!("{}/", build.run_id)), &token, &build.doc).await).await;
+        assert_eq!(status, 201);
+    }
+    let republished = republish_topic(&config).await;
+    assert!(republished > sent.len() * 2, "{republished} records");
+    wait_caught_up(&config, &group(&config, "dynamodb"), CATCH_UP).await;
+    wait_caught_up(&config, &group(&config, "s3"), CATCH_UP).await;
+    let after = snapshot(&stores).await;
+    assert_eq!(before.0, after.0, "DynamoDB items changed on duplicate delivery");
+    assert_eq!(before.1, after.1, "S3 objects changed on duplicate delivery");
+    assert_eq!(dynamo.metric("sink_dead_lettered_total").await, 0.0, "nothing dead-lettered:\n{}", dynamo.log_text());
+    assert_eq!(s3.metric("sink_dead_lettered_total").await, 0.0, "nothing dead-lettered:\n{}", s3.log_text());
+    gw.stop().await;
+}
+
+/// `n` builds from a rotation of fixtures.
+async fn send_builds(gw: &TestGateway, token: &str, n: usize) -> Vec<SentBuild> {
+    let names = ["ci_build_pr_final_1.json", "run_lint_failed.json", "typecheck_with_local_cache.json", "pants_pytest_with_address.json"];
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        out.push(send_build(gw, token, names[i % names.len()]).await);
+    }
+    out
+}
+
+/// Exactly the sent builds, each final, each with both documents.
+async fn assert_exactly(config: &Config, gw: &TestGateway, stores: &Stores, sent: &[SentBuild], sinks: &[&str]) {
+    if sinks.contains(&"dynamodb") {
+        let items = stores.items().await;
+        assert_eq!(items.len(), sent.len(), "one item per build");
+        for b in sent {
+            let item = &items[&format!("{}/{}/{}", gw.org, gw.repo, b.run_id)];
+            assert_eq!(s(item, "state"), "final");
+        }
+    }
+    if sinks.contains(&"s3") {
+        let objects = stores.objects(&format!("{}/", config.s3.prefix)).await;
+        assert_eq!(objects.len(), sent.len() * 2, "a start and a final document per build");
+        for b in sent {
+            let prefix = format!("{}/{}/{}/{}/", config.s3.prefix, gw.org, gw.repo, b.run_id);
+            assert!(objects.contains_key(&format!("{prefix}final.json")), "{prefix}final.json");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_then_restart_loses_nothing() {
+    let config = sink_config();
+    init_stores(&config).await;
+    let gw = TestGateway::start_with(config.clone()).await;
+    let token = gw.token().await;
+    let stores = Stores::new(&config).await;
+    let mut dynamo = SinkProcess::spawn(&config, "dynamodb", None);
+    let mut s3 = SinkProcess::spawn(&config, "s3", None);
+    let mut sent = send_builds(&gw, &token, 60).await;
+    // Mid-stream: some builds are in, the rest keep coming.
+    wait_until("the first builds in DynamoDB", Duration::from_secs(120), || async { !stores.items().await.is_empty() }).await;
+    let (producing, ()) = tokio::join!(send_builds(&gw, &token, 60), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        dynamo.kill9();
+        s3.kill9();
+    });
+    sent.extend(producing);
+    let in_store_at_kill = stores.items().await.len();
+    assert!(in_store_at_kill < sent.len(), "the kill must come mid-stream ({in_store_at_kill} of {})", sent.len());
+    dynamo.restart();
+    s3.restart();
+    wait_caught_up(&config, &group(&config, "dynamodb"), CATCH_UP).await;
+    wait_caught_up(&config, &group(&config, "s3"), CATCH_UP).await;
+    assert_exactly(&config, &gw, &stores, &sent, &["dynamodb", "s3"]).await;
+    // A clean stop commits and exits 0.
+    assert!(dynamo.terminate().success(), "{}", dynamo.log_text());
+    assert!(s3.terminate().success(), "{}", s3.log_text());
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_records_are_dead_lettered_the_rest_flows_and_redrive_sends_them_back_once() {
+    let config = sink_config();
+    init_stores(&config).await;
+    let gw = TestGateway::start_with(config.clone()).await;
+    let token = gw.token().await;
+    let stores = Stores::new(&config).await;
+    let mut dynamo = SinkProcess::spawn(&config, "dynamodb", None);
+    let s3 = SinkProcess::spawn(&config, "s3", None);
+    // Poison: undecodable bytes on a valid key, and a record without a key.
+    let producer: FutureProducer = kafka::producer_config(&config.kafka).unwrap().create().unwrap();
+    let poison_key = format!("{}/{}/poisoned_run", gw.org, gw.repo);
+    producer
+        .send(FutureRecord::to(&config.kafka.topic).key(&poison_key).payload(b"definitely not avro".as_slice()), Duration::from_secs(30))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer
+        .send(FutureRecord::<[u8], [u8]>::to(&config.kafka.topic).payload(b"no key".as_slice()), Duration::from_secs(30))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let sent = send_builds(&gw, &token, 6).await;
+    wait_caught_up(&config, &group(&config, "dynamodb"), CATCH_UP).await;
+    wait_caught_up(&config, &group(&config, "s3"), CATCH_UP).await;
+    assert_exactly(&config, &gw, &stores, &sent, &["dynamodb", "s3"]).await;
+    assert_eq!(dynamo.metric("sink_dead_lettered_total").await, 2.0);
+    assert_eq!(s3.metric("sink_dead_lettered_total").await, 2.0);
+
+    let dlq = read_raw(&config, &config.kafka.dead_letter_topic).await;
+    assert_eq!(dlq.len(), 4, "each sink dead-letters both records");
+    let mine: Vec<_> = dlq.iter().filter(|r| r.headers.get("bs-dlq-sink").map(String::as_str) == Some("dynamodb")).collect();
+    assert_eq!(mine.len(), 2);
+    let poisoned = mine.iter().find(|r| r.key.as_deref() == Some(poison_key.as_str())).expect("the poisoned record");
+    assert_eq!(poisoned.value.as_deref(), Some(b"definitely not avro".as_slice()), "kept byte for byte");
+    assert!(poisoned.headers["bs-dlq-error"].contains("cannot be decoded"), "{:?}", poisoned.headers);
+    assert_eq!(poisoned.headers["bs-dlq-source-topic"], config.kafka.topic);
+    assert!(poisoned.headers["bs-dlq-source-partition"].parse::<i32>().is_ok());
+    assert!(poisoned.headers["bs-dlq-source-offset"].parse::<i64>().is_ok());
+
+    // Redrive for dynamodb, with that sink stopped so nothing new is dead-lettered meanwhile:
+    // both go back, marked for dynamodb only; a second run sends nothing.
+    assert!(dynamo.terminate().success(), "{}", dynamo.log_text());
+    let redrive = |config: &Config| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_buildstats"))
+            .args(["dlq", "redrive", "--sink", "dynamodb"])
+            .envs(config_env(config))
+            .env("BUILDSTATS_ENV_FILE", "/nonexistent")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "redrive failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let first = redrive(&config);
+    assert!(first.contains("sent back 2 "), "{first}");
+    let second = redrive(&config);
+    assert!(second.contains("nothing to do"), "a second redrive sends nothing: {second}");
+    let back: Vec<_> = read_raw(&config, &config.kafka.topic)
+        .await
+        .into_iter()
+        .filter(|r| r.headers.get("bs-redrive-for").map(String::as_str) == Some("dynamodb"))
+        .collect();
+    assert_eq!(back.len(), 2, "each dead letter back once");
+    assert!(back.iter().all(|r| !r.headers.contains_key("bs-dlq-error")), "dead-letter headers are not carried back");
+
+    dynamo.restart();
+    wait_caught_up(&config, &group(&config, "dynamodb"), CATCH_UP).await;
+    wait_caught_up(&config, &group(&config, "s3"), CATCH_UP).await;
+    let s3_skipped = s3.metric("sink_records_skipped_total").await;
+    assert!(s3_skipped >= 2.0, "s3 skips records redriven for dynamodb ({s3_skipped})");
+    assert_eq!(s3.metric("sink_dead_lettered_total").await, 2.0, "s3 did not take them again");
+    // Still poison for dynamodb (nothing was fixed): dead-lettered again, nothing else changed.
+    assert_eq!(dynamo.metric("sink_dead_lettered_total").await, 2.0, "{}", dynamo.log_text());
+    assert_eq!(read_raw(&config, &config.kafka.dead_letter_topic).await.len(), 6);
+    assert_exactly(&config, &gw, &stores, &sent, &["dynamodb", "s3"]).await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_in_one_group_split_the_partitions_and_write_each_build_once() {
+    let config = sink_config();
+    init_stores(&config).await;
+    let gw = TestGateway::start_with(config.clone()).await;
+    let token = gw.token().await;
+    let stores = Stores::new(&config).await;
+    let a = SinkProcess::spawn(&config, "dynamodb", None);
+    let b = SinkProcess::spawn(&config, "dynamodb", None);
+    wait_until("both members to own partitions", Duration::from_secs(90), || async {
+        let (pa, pb) = (a.metric("sink_partitions_assigned").await, b.metric("sink_partitions_assigned").await);
+        pa >= 1.0 && pb >= 1.0 && pa + pb == config.kafka.partitions as f64
+    })
+    .await;
+    let sent = send_builds(&gw, &token, 40).await;
+    wait_caught_up(&config, &group(&config, "dynamodb"), CATCH_UP).await;
+    assert_exactly(&config, &gw, &stores, &sent, &["dynamodb"]).await;
+    let (wa, wb) = (a.metric("sink_records_written_total").await, b.metric("sink_records_written_total").await);
+    assert!(wa > 0.0 && wb > 0.0, "both members wrote ({wa}, {wb})");
+    assert_eq!(wa + wb, (sent.len() * 2) as f64, "each record written once between them");
+    gw.stop().await;
+}

@@ -1,0 +1,377 @@
+//! Harness of the sink tests: a config with its own topic, table, bucket and groups on the
+//! dev servers; sink processes of the real binary (so faults are done to real processes);
+//! readers of what the stores hold.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use buildstats_core::config::Config;
+use buildstats_core::kafka;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+#[path = "../../../ingest-gateway/tests/common/mod.rs"]
+pub mod common;
+
+/// A config of its own: topic, dead-letter topic, DynamoDB table, S3 bucket and consumer
+/// groups nobody else uses, on the servers `dev/services up` started.
+pub fn sink_config() -> Config {
+    let mut config = common::base_config();
+    let vars = common::services_env();
+    let endpoint = vars.get("BUILDSTATS_AWS_ENDPOINT_URL").cloned().unwrap_or_else(|| {
+        panic!("BUILDSTATS_AWS_ENDPOINT_URL is not set and target/dev/services.env does not name it: run `dev/services up` (it starts moto)")
+    });
+    let hostport = endpoint.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let addr: std::net::SocketAddr = hostport.parse().expect("moto endpoint is host:port");
+    if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
+        panic!("moto (DynamoDB + S3) is not answering on {endpoint}: start it with `dev/services up`");
+    }
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    config.dynamodb.table = format!("bs-test-{unique}");
+    config.s3.bucket = format!("bs-test-{}", &unique[..24]);
+    config.sinks.group_prefix = format!("bs-test-{unique}");
+    config.sinks.batch_linger_ms = 50;
+    config.sinks.commit_interval_ms = 300;
+    config.sinks.retry_initial_ms = 100;
+    config.sinks.retry_max_ms = 2_000;
+    config.aws.attempt_timeout_ms = 3_000;
+    config.aws.sdk_max_attempts = 1;
+    config.log.level = "info,processors=debug".into();
+    config
+}
+
+/// Every config key as its `BUILDSTATS_*` variable, to hand a config to a child process.
+pub fn config_env(config: &Config) -> Vec<(String, String)> {
+    config.to_env()
+}
+
+pub async fn init_stores(config: &Config) {
+    processors::init::init_stores(config).await.expect("init-stores on moto");
+    kafka::ensure_topics(&config.kafka).await.expect("topics");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn log_dir() -> PathBuf {
+    let dir = common::repo_root().join("target/test-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A `buildstats sink NAME` process.
+pub struct SinkProcess {
+    pub name: String,
+    pub ops_url: String,
+    pub log: PathBuf,
+    child: Option<Child>,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl SinkProcess {
+    pub fn spawn(config: &Config, name: &str, group: Option<&str>) -> SinkProcess {
+        let port = free_port();
+        let mut c = config.clone();
+        c.sinks.listen = format!("127.0.0.1:{port}");
+        // Static membership: a restarted process (same instance id) takes its partitions back
+        // at once. tansu 0.6.0 does not evict a dynamic member that died without leaving
+        // while another member joins, so a dynamic restart can sit with no partitions.
+        c.sinks.instance_id = format!("{name}-{port}");
+        let mut args = vec!["sink".to_string(), name.to_string()];
+        if let Some(g) = group {
+            args.extend(["--group".to_string(), g.to_string()]);
+        }
+        let log = log_dir().join(format!("{name}-{}-{port}.log", &config.dynamodb.table));
+        let mut p = SinkProcess {
+            name: name.to_string(),
+            ops_url: format!("http://127.0.0.1:{port}"),
+            log,
+            child: None,
+            args,
+            env: config_env(&c),
+        };
+        p.start();
+        p
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_buildstats"))
+            .args(&self.args)
+            .envs(self.env.iter().cloned())
+            .env("BUILDSTATS_ENV_FILE", "/nonexistent")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn buildstats sink");
+        self.child = Some(child);
+    }
+
+    /// Start again after [`kill9`](Self::kill9) or [`terminate`](Self::terminate).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        self.start();
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        signal(child.id() as i32, "TERM");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("{} did not stop within 60 s of SIGTERM; log: {}", self.name, self.log.display());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn metrics(&self) -> String {
+        match reqwest::get(format!("{}/metrics", self.ops_url)).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Sum of a metric's samples (every label set) in this process.
+    pub async fn metric(&self, name: &str) -> f64 {
+        metric_sum(&self.metrics().await, name)
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/readyz", self.ops_url)).await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Some(child) = &self.child {
+                let _ = child;
+            }
+            assert!(Instant::now() < deadline, "{} not ready within 60 s; log:\n{}", self.name, self.log_text());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for SinkProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn signal(pid: i32, name: &str) {
+    let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' ')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Poll `check` until it returns true; on timeout fail with `what` and `context()`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Whether `group` has committed offsets at the end of every partition of the topic.
+pub fn group_caught_up(config: &Config, group: &str) -> bool {
+    let consumer: BaseConsumer = kafka::client_config(&config.kafka).unwrap().set("group.id", group).create().unwrap();
+    let topic = &config.kafka.topic;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..config.kafka.partitions {
+        tpl.add_partition(topic, p);
+    }
+    let Ok(committed) = consumer.committed_offsets(tpl, Duration::from_secs(10)) else { return false };
+    (0..config.kafka.partitions).all(|p| {
+        let Ok((_, high)) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)) else { return false };
+        match committed.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o >= high,
+            _ => high == 0,
+        }
+    })
+}
+
+pub async fn wait_caught_up(config: &Config, group: &str, timeout: Duration) {
+    let c = config.clone();
+    let g = group.to_string();
+    wait_until(&format!("group {group} to commit the end of {}", config.kafka.topic), timeout, move || {
+        let c = c.clone();
+        let g = g.clone();
+        async move { tokio::task::spawn_blocking(move || group_caught_up(&c, &g)).await.unwrap() }
+    })
+    .await;
+}
+
+/// What the stores hold.
+pub struct Stores {
+    pub dynamo: aws_sdk_dynamodb::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub table: String,
+    pub bucket: String,
+}
+
+pub type Item = std::collections::HashMap<String, AttributeValue>;
+
+impl Stores {
+    pub async fn new(config: &Config) -> Stores {
+        let sdk = processors::aws::sdk_config(&config.aws).await;
+        Stores {
+            dynamo: aws_sdk_dynamodb::Client::new(&sdk),
+            s3: processors::sinks::s3::client(config).await,
+            table: config.dynamodb.table.clone(),
+            bucket: config.s3.bucket.clone(),
+        }
+    }
+
+    /// Every item, by `pk`.
+    pub async fn items(&self) -> BTreeMap<String, Item> {
+        let mut out = BTreeMap::new();
+        let mut start = None;
+        loop {
+            let page = self.dynamo.scan().table_name(&self.table).set_exclusive_start_key(start).send().await.expect("scan");
+            for item in page.items() {
+                let AttributeValue::S(pk) = &item["pk"] else { panic!("pk is a string") };
+                out.insert(pk.clone(), item.clone());
+            }
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return out,
+            }
+        }
+    }
+
+    /// Every object under a prefix: key → (size, etag).
+    pub async fn objects(&self, prefix: &str) -> BTreeMap<String, (i64, String)> {
+        let mut out = BTreeMap::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .s3
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .expect("list objects");
+            for o in page.contents() {
+                out.insert(o.key().unwrap().to_string(), (o.size().unwrap_or(0), o.e_tag().unwrap_or("").to_string()));
+            }
+            match page.next_continuation_token() {
+                Some(t) => token = Some(t.to_string()),
+                None => return out,
+            }
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> (Vec<u8>, Option<String>) {
+        let out = self.s3.get_object().bucket(&self.bucket).key(key).send().await.unwrap_or_else(|e| panic!("get {key}: {e:?}"));
+        let content_type = out.content_type().map(str::to_string);
+        (out.body.collect().await.unwrap().into_bytes().to_vec(), content_type)
+    }
+}
+
+pub fn s(item: &Item, name: &str) -> String {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => v.clone(),
+        other => panic!("{name} is not a string: {other:?}"),
+    }
+}
+
+pub struct RawRecord {
+    pub key: Option<String>,
+    pub value: Option<Vec<u8>>,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Every record of a topic, undecoded.
+pub async fn read_raw(config: &Config, topic: &str) -> Vec<RawRecord> {
+    use rdkafka::message::Headers;
+    use rdkafka::Message;
+    let c = config.clone();
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = kafka::client_config(&c.kafka)
+            .unwrap()
+            .set("group.id", format!("test-reader-{}", uuid::Uuid::new_v4()))
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut out = Vec::new();
+        for p in 0..c.kafka.partitions {
+            let (low, high) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(10)).unwrap();
+            if high <= low {
+                continue;
+            }
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&topic, p, Offset::Offset(low)).unwrap();
+            consumer.assign(&tpl).unwrap();
+            let mut seen = 0;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while seen < high - low {
+                assert!(Instant::now() < deadline, "reading {topic} partition {p} timed out");
+                let Some(m) = consumer.poll(Duration::from_secs(1)) else { continue };
+                let m = m.unwrap();
+                seen += 1;
+                out.push(RawRecord {
+                    key: m.key().map(|k| String::from_utf8_lossy(k).to_string()),
+                    value: m.payload().map(<[u8]>::to_vec),
+                    headers: m
+                        .headers()
+                        .map(|h| h.iter().map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).to_string())).collect())
+                        .unwrap_or_default(),
+                });
+            }
+        }
+        out
+    })
+    .await
+    .unwrap()
+}
