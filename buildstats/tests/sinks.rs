@@ -101,6 +101,7 @@ async fn republish_topic(config: &Config) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fixture_becomes_one_item_and_one_build_prefix_and_duplicates_change_nothing() {
+    let _serial = serial().await;
     let mut config = sink_config();
     // Big reports and the log still travel in chunks, in a tenth of the records of the 4 KiB
     // limit (the gateway tests cover that one); tansu's SQLite store stalls under far more.
@@ -261,6 +262,7 @@ async fn assert_exactly(config: &Config, gw: &TestGateway, stores: &Stores, sent
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_stream_then_restart_loses_nothing() {
+    let _serial = serial().await;
     let config = sink_config();
     init_stores(&config).await;
     let gw = TestGateway::start_with(config.clone()).await;
@@ -292,6 +294,7 @@ async fn kill_9_mid_stream_then_restart_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_records_are_dead_lettered_the_rest_flows_and_redrive_sends_them_back_once() {
+    let _serial = serial().await;
     let config = sink_config();
     init_stores(&config).await;
     let gw = TestGateway::start_with(config.clone()).await;
@@ -370,6 +373,7 @@ async fn poison_records_are_dead_lettered_the_rest_flows_and_redrive_sends_them_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_in_one_group_split_the_partitions_and_write_each_build_once() {
+    let _serial = serial().await;
     let config = sink_config();
     init_stores(&config).await;
     let gw = TestGateway::start_with(config.clone()).await;

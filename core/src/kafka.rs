@@ -101,8 +101,10 @@ pub fn consumer_config(config: &KafkaConfig, group_id: &str, commit_interval_ms:
         .set("auto.commit.interval.ms", commit_interval_ms.to_string())
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "2000")
+        // Long enough to ride out a slow coordinator (tansu stalls for seconds under load);
+        // restarts do not wait for it when `sinks.instance_id` gives static membership.
+        .set("session.timeout.ms", "30000")
+        .set("heartbeat.interval.ms", "3000")
         .set("statistics.interval.ms", "5000")
         .set("socket.keepalive.enable", "true");
     for entry in config.client_properties.split(',').map(str::trim).filter(|e| !e.is_empty()) {

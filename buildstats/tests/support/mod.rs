@@ -18,6 +18,14 @@ use rdkafka::{Offset, TopicPartitionList};
 #[path = "../../../ingest-gateway/tests/common/mod.rs"]
 pub mod common;
 
+/// Tests of one binary run one at a time: each drives a gateway, two sink processes and
+/// thousands of records through the one shared tansu, whose SQLite store stalls its group
+/// coordinator for tens of seconds when several such loads overlap.
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
 /// A config of its own: topic, dead-letter topic, DynamoDB table, S3 bucket and consumer
 /// groups nobody else uses, on the servers `dev/services up` started.
 pub fn sink_config() -> Config {
@@ -36,7 +44,7 @@ pub fn sink_config() -> Config {
     config.s3.bucket = format!("bs-test-{}", &unique[..24]);
     config.sinks.group_prefix = format!("bs-test-{unique}");
     config.sinks.batch_linger_ms = 50;
-    config.sinks.commit_interval_ms = 300;
+    config.sinks.commit_interval_ms = 1_000;
     config.sinks.retry_initial_ms = 100;
     config.sinks.retry_max_ms = 2_000;
     config.aws.attempt_timeout_ms = 3_000;
