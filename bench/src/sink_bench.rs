@@ -118,6 +118,26 @@ async fn baseline<S: Sink>(sink: Arc<S>, by_partition: BTreeMap<i32, Vec<Change>
     Ok(started.elapsed())
 }
 
+/// How fast the broker alone delivers the topic: a consumer with the sinks' settings in a
+/// fresh group, reading every record and doing nothing with it.
+async fn consume_all(config: &Config, total: usize) -> anyhow::Result<Duration> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let group = format!("{}-kafka-baseline", config.sinks.group_prefix);
+    let consumer: StreamConsumer = kafka::consumer_config(&config.kafka, &group, config.sinks.commit_interval_ms)?.create()?;
+    consumer.subscribe(&[config.kafka.topic.as_str()])?;
+    let mut seen = 0usize;
+    let mut started: Option<Instant> = None;
+    while seen < total {
+        let message = tokio::time::timeout(Duration::from_secs(120), consumer.recv())
+            .await
+            .context("the broker delivered nothing for 120 s")??;
+        started.get_or_insert_with(Instant::now);
+        drop(message);
+        seen += 1;
+    }
+    Ok(started.map(|s| s.elapsed()).unwrap_or_default())
+}
+
 struct SinkProcess {
     child: Child,
 }
@@ -132,6 +152,17 @@ impl Drop for SinkProcess {
 struct Measured {
     elapsed: Duration,
     peak_rss_kb: u64,
+    /// User + system CPU seconds the sink process used.
+    cpu_seconds: f64,
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    // /proc/PID/stat fields 14 and 15 (after the parenthesized command): utime, stime in ticks.
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 async fn run_sink_process(bin: &Path, config: &Config, name: &str, total: f64) -> anyhow::Result<Measured> {
@@ -169,7 +200,11 @@ async fn run_sink_process(bin: &Path, config: &Config, name: &str, total: f64) -
         }
         if written >= total {
             let start = first.unwrap_or_else(Instant::now);
-            return Ok(Measured { elapsed: start.elapsed(), peak_rss_kb: status_kb(process.child.id(), "VmHWM:") });
+            return Ok(Measured {
+                elapsed: start.elapsed(),
+                peak_rss_kb: status_kb(process.child.id(), "VmHWM:"),
+                cpu_seconds: cpu_seconds(process.child.id()),
+            });
         }
         if last_report.elapsed() > Duration::from_secs(5) {
             eprintln!("      {name}: {written:.0} of {total:.0} written, RSS {} MB", status_kb(process.child.id(), "VmRSS:") / 1024);
@@ -266,6 +301,11 @@ async fn main() -> anyhow::Result<()> {
     let total = produced.len();
     eprintln!("      {total} records ({} MB of documents) in {:.1} s", doc_bytes / 1_000_000, prefill.elapsed().as_secs_f64());
 
+    eprintln!("[3/4] broker alone: a consumer with the sinks' settings reads the topic and does nothing");
+    let kafka_time = consume_all(&config, total).await?;
+    let kafka_rate = total as f64 / kafka_time.as_secs_f64();
+    eprintln!("      {total} records in {:.1} s: {kafka_rate:.0} records/s", kafka_time.as_secs_f64());
+
     let batch = config.sinks.batch_max_records;
     let mut rows = Vec::new();
     for name in ["dynamodb", "s3"] {
@@ -284,17 +324,25 @@ async fn main() -> anyhow::Result<()> {
         let measured = run_sink_process(&args.bin, &config, name, total as f64).await?;
         let rate = total as f64 / measured.elapsed.as_secs_f64();
         eprintln!("      {total} records in {:.1} s: {rate:.0} records/s, peak RSS {} MB", measured.elapsed.as_secs_f64(), measured.peak_rss_kb / 1024);
-        rows.push((name, base_rate, rate, measured.peak_rss_kb));
+        rows.push((name, base_rate, rate, measured.peak_rss_kb, measured.cpu_seconds * 1000.0 / total as f64));
     }
 
     println!();
     println!("sink-bench: {} builds = {total} records, {} partitions, batches of {batch}, write concurrency {}", args.builds, config.kafka.partitions, config.sinks.write_concurrency);
-    println!("| sink | baseline records/s (Sink::write, no Kafka) | sink records/s (from the topic) | sink / baseline | sink peak RSS |");
-    println!("|---|---:|---:|---:|---:|");
-    for (name, base_rate, rate, rss) in &rows {
-        println!("| {name} | {base_rate:.0} | {rate:.0} | **{:.2}** | {} MB |", rate / base_rate, rss / 1024);
+    println!("broker alone (consume, no store): {kafka_rate:.0} records/s");
+    println!("| sink | baseline records/s (Sink::write, no Kafka) | sink records/s (from the topic) | sink / baseline | ceiling if broker and store share the CPU | sink / ceiling | sink CPU ms/record | sink peak RSS |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (name, base_rate, rate, rss, cpu_ms) in &rows {
+        // Broker and store on the same cores: each record costs both their times.
+        let ceiling = 1.0 / (1.0 / kafka_rate + 1.0 / base_rate);
+        println!(
+            "| {name} | {base_rate:.0} | {rate:.0} | **{:.2}** | {ceiling:.0} | {:.2} | {cpu_ms:.2} | {} MB |",
+            rate / base_rate,
+            rate / ceiling,
+            rss / 1024
+        );
     }
-    let worst = rows.iter().map(|(_, b, r, _)| r / b).fold(f64::INFINITY, f64::min);
+    let worst = rows.iter().map(|(_, b, r, _, _)| r / b).fold(f64::INFINITY, f64::min);
     let rss = rows.iter().map(|r| r.3).max().unwrap_or(0) / 1024;
     println!();
     println!(

@@ -256,6 +256,9 @@ async fn assert_exactly(config: &Config, gw: &TestGateway, stores: &Stores, sent
         for b in sent {
             let prefix = format!("{}/{}/{}/{}/", config.s3.prefix, gw.org, gw.repo, b.run_id);
             assert!(objects.contains_key(&format!("{prefix}final.json")), "{prefix}final.json");
+            // Reassembled exactly, also when a restart fell between a report's chunks.
+            let (back, _) = stores.get(&format!("{prefix}final.json")).await;
+            assert!(back == b.doc, "{prefix}final.json differs from what the client sent");
         }
     }
 }

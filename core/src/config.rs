@@ -119,8 +119,10 @@ pub struct SinksConfig {
     /// Store calls in flight per partition (different builds of one batch run in parallel;
     /// one build's records always apply in order).
     pub write_concurrency: usize,
-    /// Records buffered per partition before the partition is paused.
+    /// Records buffered per partition before the partition is paused...
     pub partition_buffer: usize,
+    /// ...or bytes of record values.
+    pub partition_buffer_bytes: usize,
     /// First retry delay of a failed store call; doubles (with jitter) up to the max.
     pub retry_initial_ms: u64,
     pub retry_max_ms: u64,
@@ -262,10 +264,11 @@ impl Default for SinksConfig {
             group_prefix: "buildstats-sink".into(),
             instance_id: String::new(),
             batch_max_records: 500,
-            batch_max_bytes: 8 * 1024 * 1024,
+            batch_max_bytes: 4 * 1024 * 1024,
             batch_linger_ms: 100,
             write_concurrency: 16,
-            partition_buffer: 2_000,
+            partition_buffer: 1_000,
+            partition_buffer_bytes: 4 * 1024 * 1024,
             retry_initial_ms: 200,
             retry_max_ms: 30_000,
             commit_interval_ms: 1_000,

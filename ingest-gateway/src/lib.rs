@@ -12,6 +12,7 @@ pub mod events;
 pub mod http;
 pub mod normalize;
 pub mod otlp;
+pub mod otlp_started;
 pub mod publish;
 pub mod records;
 pub mod routes;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub record_limit: usize,
     pub public_url: String,
     pub remote_cache_address: String,
+    /// Traces whose run start this gateway published (OTLP).
+    pub started_traces: otlp_started::StartedTraces,
 }
 
 /// Register `path` with and without its trailing slash (the plugin always sends one).
@@ -102,6 +105,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Arc<AppState>> {
         record_limit: config.kafka.record_limit_bytes,
         public_url: config.gateway.public_url.clone(),
         remote_cache_address: config.gateway.remote_cache_address.clone(),
+        started_traces: otlp_started::StartedTraces::new(200_000),
     }))
 }
 

@@ -167,7 +167,16 @@ async fn refused_exports_change_nothing() {
     assert_eq!(post(&gw, "/v1/traces", "not-a-token", body.clone(), "application/x-protobuf", false).await.status().as_u16(), 403);
     let malformed = post(&gw, "/v1/traces", &token, b"\xff\xff\xff garbage".to_vec(), "application/x-protobuf", false).await;
     assert_eq!(malformed.status().as_u16(), 400);
-    assert_eq!(post(&gw, "/v1/traces", &token, b"{not json".to_vec(), "application/json", false).await.status().as_u16(), 400);
+    // Refusals carry a google.rpc.Status in the request's encoding.
+    assert_eq!(malformed.headers()["content-type"], "application/x-protobuf");
+    let status = ingest_gateway::routes::otlp::RpcStatus::decode(malformed.bytes().await.unwrap()).unwrap();
+    assert_eq!(status.code, 3, "INVALID_ARGUMENT");
+    assert!(status.message.contains("not an OTLP ExportTraceServiceRequest"), "{}", status.message);
+    let bad_json = post(&gw, "/v1/traces", &token, b"{not json".to_vec(), "application/json", false).await;
+    assert_eq!(bad_json.status().as_u16(), 400);
+    let status: serde_json::Value = bad_json.json().await.unwrap();
+    assert_eq!(status["code"], serde_json::json!(3));
+    assert!(status["message"].as_str().unwrap().contains("JSON"), "{status}");
     assert_eq!(post(&gw, "/v1/traces", &token, body.clone(), "text/plain", false).await.status().as_u16(), 415);
     let bomb = gzip(&vec![0u8; 80 * 1024 * 1024]);
     assert_eq!(post(&gw, "/v1/traces", &token, bomb, "application/x-protobuf", true).await.status().as_u16(), 413);

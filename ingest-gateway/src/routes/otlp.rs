@@ -5,7 +5,8 @@
 //! Answers per the OTLP spec: 200 with `ExportTraceServiceResponse` (in the request's
 //! encoding; `partial_success` counts rejected spans), 400 for an undecodable body, 415 for
 //! another content type, 503 with `Retry-After` when the broker cannot take the data (the
-//! exporter retries; repeats are idempotent).
+//! exporter retries; repeats are idempotent). Every refusal's body is a `google.rpc.Status`
+//! (`code`, `message`), protobuf or JSON like the request (JSON when the type is unknown).
 
 use std::sync::Arc;
 
@@ -55,7 +56,57 @@ fn encoding(headers: &HeaderMap) -> Option<Encoding> {
     }
 }
 
+/// `google.rpc.Status`, the body OTLP/HTTP specifies for failures. Its two scalar fields are
+/// written here with prost's derive; `details` (repeated `Any`) is never sent.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+/// The gRPC code that goes with an HTTP refusal (OTLP/HTTP names the pairs it expects).
+fn grpc_code(status: StatusCode) -> i32 {
+    match status.as_u16() {
+        400 | 413 | 415 => 3,  // INVALID_ARGUMENT
+        401 => 16,             // UNAUTHENTICATED
+        403 => 7,              // PERMISSION_DENIED
+        429 => 8,              // RESOURCE_EXHAUSTED
+        503 => 14,             // UNAVAILABLE
+        _ => 13,               // INTERNAL
+    }
+}
+
+/// Keep the status and headers of the gateway's refusal (`Retry-After`...); replace the body
+/// with a `google.rpc.Status` in the request's encoding.
+fn rpc_status_response(error: ApiError, encoding: Option<Encoding>) -> Response {
+    let message = error.to_string();
+    let mut response = error.into_response();
+    let status = RpcStatus { code: grpc_code(response.status()), message };
+    let (content_type, body) = match encoding {
+        Some(Encoding::Protobuf) => (PROTOBUF, status.encode_to_vec()),
+        _ => (JSON, serde_json::to_vec(&serde_json::json!({"code": status.code, "message": status.message})).expect("JSON")),
+    };
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    *response.body_mut() = Body::from(body);
+    response
+}
+
 pub async fn export(
+    state: State<Arc<AppState>>,
+    request_id: Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let requested = encoding(&headers);
+    match export_traces(state, request_id, headers, body).await {
+        Ok(response) => response,
+        Err(error) => rpc_status_response(error, requested),
+    }
+}
+
+async fn export_traces(
     State(state): State<Arc<AppState>>,
     Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
@@ -105,7 +156,14 @@ pub async fn export(
     for trace in &export.traces {
         let run_id = RunId::parse(&otlp::run_id_for_trace(&trace.trace_id)).expect("hex ids are valid run ids");
         // The trace's first batch also reports the run start.
-        if !db::trace_started(pool, principal.ids.repo_id, &trace.trace_id).await.map_err(unavailable)? {
+        let started = state.started_traces.contains(principal.ids.repo_id, &trace.trace_id) || {
+            let in_db = db::trace_started(pool, principal.ids.repo_id, &trace.trace_id).await.map_err(unavailable)?;
+            if in_db {
+                state.started_traces.insert(principal.ids.repo_id, &trace.trace_id);
+            }
+            in_db
+        };
+        if !started {
             let start = serde_json::to_vec(&otlp::start_document(run_id.as_str(), &trace.spans, &trace.resource, &principal.user))
                 .expect("JSON");
             let doc: BuildStats = serde_json::from_slice(&start).expect("our own document parses");
@@ -156,6 +214,7 @@ pub async fn export(
     }
     for trace_id in starting {
         db::mark_trace_started(pool, principal.ids.repo_id, trace_id).await.map_err(unavailable)?;
+        state.started_traces.insert(principal.ids.repo_id, trace_id);
     }
     let accepted: usize = export.traces.iter().map(|t| t.spans.len()).sum();
     metrics::counter!("gateway_otlp_spans_total", "result" => "accepted").increment(accepted as u64);

@@ -27,6 +27,7 @@ pub mod staging;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,6 +56,7 @@ pub struct Settings {
     pub batch_linger: Duration,
     pub write_concurrency: usize,
     pub partition_buffer: usize,
+    pub partition_buffer_bytes: usize,
     pub retry_initial: Duration,
     pub retry_max: Duration,
     pub shutdown_grace: Duration,
@@ -70,6 +72,7 @@ impl Settings {
             batch_linger: Duration::from_millis(s.batch_linger_ms),
             write_concurrency: s.write_concurrency.max(1),
             partition_buffer: s.partition_buffer.max(1),
+            partition_buffer_bytes: s.partition_buffer_bytes.max(1),
             retry_initial: Duration::from_millis(s.retry_initial_ms),
             retry_max: Duration::from_millis(s.retry_max_ms),
             shutdown_grace: Duration::from_secs(s.shutdown_grace_seconds),
@@ -178,6 +181,8 @@ impl<S: Sink> Shared<S> {
 
 struct WorkerHandle {
     tx: mpsc::Sender<OwnedMessage>,
+    /// Bytes of record values in `tx`'s queue (the worker subtracts what it takes).
+    queued_bytes: Arc<AtomicUsize>,
     pending: VecDeque<OwnedMessage>,
     paused: bool,
 }
@@ -319,17 +324,15 @@ fn dispatch<S: Sink>(
     let handle = workers.entry(p).or_insert_with(|| {
         let (tx, rx) = mpsc::channel(shared.settings.partition_buffer);
         let generation = shared.current_generation(p);
-        tasks.spawn(partition::run(shared.clone(), p, generation, rx));
-        WorkerHandle { tx, pending: VecDeque::new(), paused: false }
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        tasks.spawn(partition::run(shared.clone(), p, generation, rx, queued_bytes.clone()));
+        WorkerHandle { tx, queued_bytes, pending: VecDeque::new(), paused: false }
     });
     if !handle.pending.is_empty() {
         handle.pending.push_back(message);
         return;
     }
-    if let Err(e) = handle.tx.try_send(message) {
-        let message = match e {
-            mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m,
-        };
+    if let Err(message) = try_hand_over(handle, message, shared.settings.partition_buffer_bytes) {
         handle.pending.push_back(message);
         if !handle.paused {
             if let Err(e) = shared.consumer.pause(&partition_list(&shared.settings.topic, p)) {
@@ -341,14 +344,29 @@ fn dispatch<S: Sink>(
     }
 }
 
+/// Queue a record for its worker unless the worker's queue is full (records or bytes).
+fn try_hand_over(handle: &mut WorkerHandle, message: OwnedMessage, max_bytes: usize) -> Result<(), OwnedMessage> {
+    let size = message.payload().map_or(0, <[u8]>::len);
+    let queued = handle.queued_bytes.load(Ordering::Acquire);
+    // One record always fits an empty queue, however large.
+    if queued > 0 && queued + size > max_bytes {
+        return Err(message);
+    }
+    match handle.tx.try_send(message) {
+        Ok(()) => {
+            handle.queued_bytes.fetch_add(size, Ordering::AcqRel);
+            Ok(())
+        }
+        Err(mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m)) => Err(m),
+    }
+}
+
 fn drain_pending<S: Sink>(shared: &Arc<Shared<S>>, workers: &mut HashMap<i32, WorkerHandle>) {
     let mut changed = false;
+    let max_bytes = shared.settings.partition_buffer_bytes;
     for (p, handle) in workers.iter_mut() {
         while let Some(message) = handle.pending.pop_front() {
-            if let Err(e) = handle.tx.try_send(message) {
-                let message = match e {
-                    mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m,
-                };
+            if let Err(message) = try_hand_over(handle, message, max_bytes) {
                 handle.pending.push_front(message);
                 break;
             }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,10 +24,18 @@ use super::Shared;
 use crate::aws::StoreError;
 use crate::sink::{Change, Payloads, Rejected, Sink, Transient};
 
-pub(crate) async fn run<S: Sink>(shared: Arc<Shared<S>>, partition: i32, generation: u64, mut rx: mpsc::Receiver<OwnedMessage>) {
+pub(crate) async fn run<S: Sink>(
+    shared: Arc<Shared<S>>,
+    partition: i32,
+    generation: u64,
+    mut rx: mpsc::Receiver<OwnedMessage>,
+    queued_bytes: Arc<AtomicUsize>,
+) {
     let sink = shared.sink.name();
     loop {
         let Some(batch) = collect_batch(&shared, &mut rx).await else { return };
+        let taken: usize = batch.iter().map(|m| m.payload().map_or(0, <[u8]>::len)).sum();
+        queued_bytes.fetch_sub(taken, Ordering::AcqRel);
         if shared.stopping() || !shared.is_current(partition, generation) {
             return;
         }
