@@ -12,7 +12,7 @@ use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moto_frozen_for_30_s_loses_nothing_and_the_sinks_resume() {
-    let config = sink_config();
+    let (config, _broker) = sink_config();
     init_stores(&config).await;
     let gw = support::common::TestGateway::start_with(config.clone()).await;
     let token = gw.token().await;

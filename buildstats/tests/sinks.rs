@@ -31,14 +31,25 @@ struct SentBuild {
     doc: Vec<u8>,
 }
 
-/// Run start and run end of a fixture, as the plugin sends them.
+/// Run start and run end of a fixture, as the plugin sends them (a 503 is retried after its
+/// `Retry-After`, as the plugin does: the shared test broker can be slow to acknowledge).
 async fn send_build(gw: &TestGateway, token: &str, name: &str) -> SentBuild {
     let c = reqwest::Client::new();
     let (run_id, doc) = fixture_with_new_run_id(name);
-    let (status, body, _) = status_json(send_doc(&c, Method::POST, &gw.url(&format!("{run_id}/")), token, &doc).await).await;
-    assert_eq!(status, 201, "run start of {name}: {body}");
-    let (status, body, _) = status_json(send_doc(&c, Method::PATCH, &gw.url(&format!("{run_id}/")), token, &doc).await).await;
-    assert_eq!(status, 201, "run end of {name}: {body}");
+    let url = gw.url(&format!("{run_id}/"));
+    for (method, what) in [(Method::POST, "run start"), (Method::PATCH, "run end")] {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (status, body, _) = status_json(send_doc(&c, method.clone(), &url, token, &doc).await).await;
+            if status == 503 && attempt < 6 {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+            assert_eq!(status, 201, "{what} of {name} (attempt {attempt}): {body}");
+            break;
+        }
+    }
     SentBuild { run_id, doc }
 }
 
@@ -102,7 +113,7 @@ async fn republish_topic(config: &Config) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fixture_becomes_one_item_and_one_build_prefix_and_duplicates_change_nothing() {
     let _serial = serial().await;
-    let mut config = sink_config();
+    let (mut config, _broker) = sink_config();
     // Big reports and the log still travel in chunks, in a tenth of the records of the 4 KiB
     // limit (the gateway tests cover that one); tansu's SQLite store stalls under far more.
     config.kafka.record_limit_bytes = 64 * 1024;
@@ -266,7 +277,7 @@ async fn assert_exactly(config: &Config, gw: &TestGateway, stores: &Stores, sent
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_stream_then_restart_loses_nothing() {
     let _serial = serial().await;
-    let config = sink_config();
+    let (config, _broker) = sink_config();
     init_stores(&config).await;
     let gw = TestGateway::start_with(config.clone()).await;
     let token = gw.token().await;
@@ -298,7 +309,7 @@ async fn kill_9_mid_stream_then_restart_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_records_are_dead_lettered_the_rest_flows_and_redrive_sends_them_back_once() {
     let _serial = serial().await;
-    let config = sink_config();
+    let (config, _broker) = sink_config();
     init_stores(&config).await;
     let gw = TestGateway::start_with(config.clone()).await;
     let token = gw.token().await;
@@ -377,7 +388,7 @@ async fn poison_records_are_dead_lettered_the_rest_flows_and_redrive_sends_them_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_in_one_group_split_the_partitions_and_write_each_build_once() {
     let _serial = serial().await;
-    let config = sink_config();
+    let (config, _broker) = sink_config();
     init_stores(&config).await;
     let gw = TestGateway::start_with(config.clone()).await;
     let token = gw.token().await;

@@ -4,79 +4,12 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use buildstats_schemas::Event;
 use common::*;
 use reqwest::Method;
-
-struct PrivateBroker {
-    bin: PathBuf,
-    dir: PathBuf,
-    port: u16,
-    child: Option<Child>,
-    starts: usize,
-}
-
-impl PrivateBroker {
-    fn start(dir: &Path) -> PrivateBroker {
-        let bin = services_env().get("BUILDSTATS_DEV_TANSU_BIN").cloned().unwrap_or_else(|| {
-            panic!("BUILDSTATS_DEV_TANSU_BIN is not in target/dev/services.env: run `dev/services up`")
-        });
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut broker = PrivateBroker { bin: bin.into(), dir: dir.to_path_buf(), port, child: None, starts: 0 };
-        broker.spawn();
-        broker
-    }
-
-    fn spawn(&mut self) {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        self.starts += 1;
-        let log = std::fs::File::create(self.dir.join(format!("tansu-start{}.log", self.starts))).unwrap();
-        let child = Command::new(&self.bin)
-            .current_dir(&self.dir)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "sqlite://tansu.db"])
-            .env("RUST_LOG", std::env::var("BUILDSTATS_TEST_TANSU_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin.display()));
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "private tansu did not start on port {}", self.port);
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Stop the broker the way an operator (or Kubernetes) does: SIGTERM, then wait.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().unwrap().is_none() {
-                if Instant::now() > deadline {
-                    child.kill().unwrap();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// (run id, status, Retry-After, body)
 async fn run_end(gw: &TestGateway, token: &str) -> (String, u16, Option<String>, serde_json::Value) {

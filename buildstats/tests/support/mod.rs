@@ -26,10 +26,31 @@ pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     LOCK.lock().await
 }
 
-/// A config of its own: topic, dead-letter topic, DynamoDB table, S3 bucket and consumer
-/// groups nobody else uses, on the servers `dev/services up` started.
-pub fn sink_config() -> Config {
+/// The test's own tansu, stopped and its store deleted when dropped. Sink tests push thousands
+/// of records through the broker; on the shared one that would slow every later suite (tansu's
+/// SQLite store gets slower as it fills).
+pub struct TestBroker {
+    broker: Option<common::PrivateBroker>,
+    dir: PathBuf,
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if let Some(mut broker) = self.broker.take() {
+            broker.stop();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A config of its own: its own broker, topic, dead-letter topic, DynamoDB table, S3 bucket
+/// and consumer groups, with moto from `dev/services up`.
+pub fn sink_config() -> (Config, TestBroker) {
     let mut config = common::base_config();
+    let dir = common::repo_root().join("target/test-brokers").join(uuid::Uuid::new_v4().simple().to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    let broker = common::PrivateBroker::start(&dir);
+    config.kafka.brokers = format!("127.0.0.1:{}", broker.port);
     let vars = common::services_env();
     let endpoint = vars.get("BUILDSTATS_AWS_ENDPOINT_URL").cloned().unwrap_or_else(|| {
         panic!("BUILDSTATS_AWS_ENDPOINT_URL is not set and target/dev/services.env does not name it: run `dev/services up` (it starts moto)")
@@ -50,7 +71,7 @@ pub fn sink_config() -> Config {
     config.aws.attempt_timeout_ms = 3_000;
     config.aws.sdk_max_attempts = 1;
     config.log.level = "info,processors=debug".into();
-    config
+    (config, TestBroker { broker: Some(broker), dir })
 }
 
 /// Every config key as its `BUILDSTATS_*` variable, to hand a config to a child process.

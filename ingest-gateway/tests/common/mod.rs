@@ -366,3 +366,71 @@ pub async fn status_json(response: reqwest::Response) -> (u16, serde_json::Value
     let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("answer {status} is not JSON: {text:?}"));
     (status, json, headers)
 }
+
+/// A tansu of a test's own (from `dev/services`, path in BUILDSTATS_DEV_TANSU_BIN), on a free
+/// port with its SQLite store in `dir`: for tests that stop the broker or load it heavily, so
+/// the shared one is untouched.
+pub struct PrivateBroker {
+    bin: PathBuf,
+    dir: PathBuf,
+    pub port: u16,
+    child: Option<std::process::Child>,
+    pub starts: usize,
+}
+
+impl PrivateBroker {
+    pub fn start(dir: &Path) -> PrivateBroker {
+        let bin = services_env().get("BUILDSTATS_DEV_TANSU_BIN").cloned().unwrap_or_else(|| {
+            panic!("BUILDSTATS_DEV_TANSU_BIN is not in target/dev/services.env: run `dev/services up`")
+        });
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut broker = PrivateBroker { bin: bin.into(), dir: dir.to_path_buf(), port, child: None, starts: 0 };
+        broker.spawn();
+        broker
+    }
+
+    pub fn spawn(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        self.starts += 1;
+        let log = std::fs::File::create(self.dir.join(format!("tansu-start{}.log", self.starts))).unwrap();
+        let child = std::process::Command::new(&self.bin)
+            .current_dir(&self.dir)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "sqlite://tansu.db"])
+            .env("RUST_LOG", std::env::var("BUILDSTATS_TEST_TANSU_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin.display()));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "private tansu did not start on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stop the broker the way an operator (or Kubernetes) does: SIGTERM, then wait.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    child.kill().unwrap();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
