@@ -408,3 +408,84 @@ async fn two_processes_in_one_group_split_the_partitions_and_write_each_build_on
     assert_eq!(wa + wb, (sent.len() * 2) as f64, "each record written once between them");
     gw.stop().await;
 }
+
+/// One span of an OTLP/JSON export (the mapping's field names; ids in hex).
+fn json_span(trace_id: &str, id: u64, parent: Option<u64>, name: &str, start_ns: u64, end_ns: u64) -> serde_json::Value {
+    let mut span = json!({
+        "traceId": trace_id,
+        "spanId": format!("{id:016x}"),
+        "name": name,
+        "startTimeUnixNano": start_ns.to_string(),
+        "endTimeUnixNano": end_ns.to_string(),
+        "attributes": [],
+    });
+    if let Some(p) = parent {
+        span["parentSpanId"] = json!(format!("{p:016x}"));
+    } else {
+        span["attributes"] = json!([{"key": "pantsbuild.metrics-v0", "value": {"stringValue": "{\"local_cache_requests\": 4}"}}]);
+    }
+    span
+}
+
+fn json_export(spans: Vec<serde_json::Value>) -> Vec<u8> {
+    serde_json::to_vec(&json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "pantsbuild"}}]},
+        "scopeSpans": [{"scope": {"name": "pants"}, "spans": spans}],
+    }]}))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_spans_after_the_root_join_the_workunit_tree_but_never_change_the_final_record() {
+    let _serial = serial().await;
+    let (config, _broker) = sink_config();
+    init_stores(&config).await;
+    let gw = TestGateway::start_with(config.clone()).await;
+    let token = gw.token().await;
+    let stores = Stores::new(&config).await;
+    let _dynamo = SinkProcess::spawn(&config, "dynamodb", None);
+    let _s3 = SinkProcess::spawn(&config, "s3", None);
+    let trace_id = uuid::Uuid::new_v4().simple().to_string();
+    let t0 = 1_764_806_400_000_000_000u64;
+    let c = reqwest::Client::new();
+    let export = |body: Vec<u8>| {
+        let c = c.clone();
+        let url = format!("{}/v1/traces", gw.base_url);
+        let token = token.clone();
+        async move {
+            let r = c.post(url).bearer_auth(token).header("content-type", "application/json").body(body).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+        }
+    };
+    // The root and a child, then (after the root) a late child.
+    export(json_export(vec![
+        json_span(&trace_id, 2, Some(1), "pants.core.goals.lint.lint", t0 + 1_000, t0 + 5_000_000_000),
+        json_span(&trace_id, 1, None, "pants_run", t0, t0 + 6_000_000_000),
+    ]))
+    .await;
+    wait_caught_up(&config, &group(&config, "dynamodb"), CATCH_UP).await;
+    wait_caught_up(&config, &group(&config, "s3"), CATCH_UP).await;
+    let pk = format!("{}/{}/otlp_{trace_id}", gw.org, gw.repo);
+    let final_item = stores.items().await.remove(&pk).unwrap_or_else(|| panic!("no item {pk}"));
+    assert_eq!(s(&final_item, "state"), "final");
+    assert_eq!(s(&final_item, "via"), "otlp");
+
+    export(json_export(vec![json_span(&trace_id, 3, Some(1), "pants.late.rule", t0 + 6_100_000_000, t0 + 6_200_000_000)])).await;
+    wait_caught_up(&config, &group(&config, "dynamodb"), CATCH_UP).await;
+    wait_caught_up(&config, &group(&config, "s3"), CATCH_UP).await;
+    assert_eq!(stores.items().await.remove(&pk).unwrap(), final_item, "the final record did not change");
+    let prefix = format!("{}/{}/{}/otlp_{trace_id}/", config.s3.prefix, gw.org, gw.repo);
+    let objects = stores.objects(&prefix).await;
+    let updates: Vec<&String> = objects.keys().filter(|k| k.contains("/workunits/")).collect();
+    assert_eq!(updates.len(), 2, "both batches' workunits are in the tree: {objects:?}");
+    let mut names = Vec::new();
+    for key in updates {
+        let (list, _) = stores.get(key).await;
+        let list: serde_json::Value = serde_json::from_slice(&list).unwrap();
+        names.extend(list["workunits"].as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap().to_string()));
+    }
+    names.sort();
+    assert_eq!(names, ["pants.core.goals.lint.lint", "pants.late.rule", "pants_run"]);
+    assert!(objects.contains_key(&format!("{prefix}start.json")) && objects.contains_key(&format!("{prefix}final.json")));
+    gw.stop().await;
+}
