@@ -469,6 +469,8 @@ async fn otlp_spans_after_the_root_join_the_workunit_tree_but_never_change_the_f
     let final_item = stores.items().await.remove(&pk).unwrap_or_else(|| panic!("no item {pk}"));
     assert_eq!(s(&final_item, "state"), "final");
     assert_eq!(s(&final_item, "via"), "otlp");
+    let aws_sdk_dynamodb::types::AttributeValue::M(counters) = &final_item["counters"] else { panic!("counters") };
+    assert_eq!(counters["local_cache_requests"], aws_sdk_dynamodb::types::AttributeValue::N("4".into()), "the root's pantsbuild.metrics-v0");
 
     export(json_export(vec![json_span(&trace_id, 3, Some(1), "pants.late.rule", t0 + 6_100_000_000, t0 + 6_200_000_000)])).await;
     wait_caught_up(&config, &group(&config, "dynamodb"), CATCH_UP).await;
