@@ -160,12 +160,16 @@ pub struct AwsConfig {
 pub struct DynamoDbConfig {
     /// The runs table (created by `buildstats admin init-stores`).
     pub table: String,
+    /// Endpoint for DynamoDB alone (DynamoDB Local); empty = `aws.endpoint_url`.
+    pub endpoint_url: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct S3Config {
     pub bucket: String,
+    /// Endpoint for S3 alone (MinIO); empty = `aws.endpoint_url`.
+    pub endpoint_url: String,
     /// Builds live under `{prefix}/{org}/{repo}/{run_id}/`.
     pub prefix: String,
     /// Path-style URLs (`endpoint/bucket/key`), needed by MinIO and moto.
@@ -294,13 +298,13 @@ impl Default for AwsConfig {
 
 impl Default for DynamoDbConfig {
     fn default() -> Self {
-        DynamoDbConfig { table: "buildstats-runs".into() }
+        DynamoDbConfig { table: "buildstats-runs".into(), endpoint_url: String::new() }
     }
 }
 
 impl Default for S3Config {
     fn default() -> Self {
-        S3Config { bucket: "buildstats".into(), prefix: "builds".into(), force_path_style: true }
+        S3Config { bucket: "buildstats".into(), endpoint_url: String::new(), prefix: "builds".into(), force_path_style: true }
     }
 }
 

@@ -16,7 +16,9 @@ use crate::sink::{Rejected, Transient};
 /// (else the default chain), few SDK-level retries (the sink's own backoff takes over) and
 /// timeouts so a hung store (a frozen process, a black-holed network) fails fast instead of
 /// blocking a partition forever.
-pub async fn sdk_config(aws: &AwsConfig) -> SdkConfig {
+///
+/// `endpoint_override` (a store's own `endpoint_url`) wins over `aws.endpoint_url` when set.
+pub async fn sdk_config(aws: &AwsConfig, endpoint_override: &str) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(aws.region.clone()))
         .retry_config(RetryConfig::standard().with_max_attempts(aws.sdk_max_attempts.max(1)))
@@ -26,8 +28,9 @@ pub async fn sdk_config(aws: &AwsConfig) -> SdkConfig {
                 .operation_attempt_timeout(Duration::from_millis(aws.attempt_timeout_ms.max(100)))
                 .build(),
         );
-    if !aws.endpoint_url.is_empty() {
-        loader = loader.endpoint_url(&aws.endpoint_url);
+    let endpoint = if endpoint_override.is_empty() { aws.endpoint_url.as_str() } else { endpoint_override };
+    if !endpoint.is_empty() {
+        loader = loader.endpoint_url(endpoint);
     }
     if !aws.access_key_id.is_empty() {
         loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(

@@ -290,9 +290,8 @@ pub type Item = std::collections::HashMap<String, AttributeValue>;
 
 impl Stores {
     pub async fn new(config: &Config) -> Stores {
-        let sdk = processors::aws::sdk_config(&config.aws).await;
         Stores {
-            dynamo: aws_sdk_dynamodb::Client::new(&sdk),
+            dynamo: processors::sinks::dynamodb::client(config).await,
             s3: processors::sinks::s3::client(config).await,
             table: config.dynamodb.table.clone(),
             bucket: config.s3.bucket.clone(),

@@ -38,14 +38,21 @@ impl DynamoDbSink {
     }
 
     pub async fn from_config(config: &Config) -> DynamoDbSink {
-        let sdk = crate::aws::sdk_config(&config.aws).await;
-        DynamoDbSink::new(Client::new(&sdk), config)
+        DynamoDbSink::new(client(config).await, config)
     }
 
     pub fn client(&self) -> &Client {
         &self.client
     }
+}
 
+/// The DynamoDB client for a config (`dynamodb.endpoint_url`, else `aws.endpoint_url`).
+pub async fn client(config: &Config) -> Client {
+    let sdk = crate::aws::sdk_config(&config.aws, &config.dynamodb.endpoint_url).await;
+    Client::new(&sdk)
+}
+
+impl DynamoDbSink {
     async fn write_one(&self, change: &Change) -> WriteResult {
         let key = &change.key;
         match &change.kind {

@@ -37,9 +37,10 @@ pub struct S3Sink {
 
 type WriteResult = Result<Result<(), Rejected>, Transient>;
 
-/// The S3 client for a config: custom endpoint and path-style addressing when configured.
+/// The S3 client for a config: `s3.endpoint_url` (else `aws.endpoint_url`) and path-style
+/// addressing when configured.
 pub async fn client(config: &Config) -> Client {
-    let sdk = crate::aws::sdk_config(&config.aws).await;
+    let sdk = crate::aws::sdk_config(&config.aws, &config.s3.endpoint_url).await;
     let s3 = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(config.s3.force_path_style).build();
     Client::from_conf(s3)
 }
