@@ -101,3 +101,55 @@ class PantsStubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         fill = self.overrides.get(name)
         if fill:
             fill(module)
+
+
+def hook_requests_send(
+    describe: Callable[[Any, bytes], dict],
+    finish: Callable[[dict, Any], None],
+    record: Callable[[dict], None],
+) -> None:
+    """Wrap `requests.Session.send` so every exchange of the client under test is recorded.
+
+    `describe(request, body)` makes the exchange's dict before sending; the wrapper adds
+    `elapsed_ms`, `status` and `request_id` (or `error` when sending raised, which is then
+    re-raised to the client), `finish(exchange, response)` adds what the driver reads from the
+    answer, and `record(exchange)` stores it.
+    """
+    import time
+
+    import requests
+
+    orig_send = requests.Session.send
+
+    def send(self, request, **kwargs):
+        body = request.body if isinstance(request.body, (bytes, type(None))) else str(request.body).encode()
+        ex = describe(request, body or b"")
+        t0 = time.monotonic()
+        try:
+            resp = orig_send(self, request, **kwargs)
+        except Exception as err:  # noqa: BLE001 - recorded, then re-raised to the client
+            ex["elapsed_ms"] = round((time.monotonic() - t0) * 1000, 1)
+            ex["status"] = None
+            ex["error"] = repr(err)
+            record(ex)
+            raise
+        ex["elapsed_ms"] = round((time.monotonic() - t0) * 1000, 1)
+        ex["status"] = resp.status_code
+        ex["request_id"] = resp.headers.get(REQUEST_ID_HEADER)
+        finish(ex, resp)
+        record(ex)
+        return resp
+
+    requests.Session.send = send
+
+
+REQUEST_ID_HEADER = "X-Request-Id"
+
+
+def redact_bearer(value: str | None, keep: int) -> str | None:
+    """An `Authorization` value safe to record: the scheme, the token's first `keep` characters
+    and its length."""
+    if not value:
+        return value
+    scheme, _, tok = value.partition(" ")
+    return f"{scheme} {tok[:keep]}...({len(tok)} chars)" if tok else value

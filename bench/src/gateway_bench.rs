@@ -9,7 +9,9 @@
 //!
 //!   cargo build --release -p buildstats -p bench && target/release/gateway-bench
 
-use std::collections::HashMap;
+#[path = "common.rs"]
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,12 +21,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use buildstats_core::auth::Authenticator;
-use buildstats_core::config::{read_env_file, Config};
 use buildstats_core::kafka::{headers, producer_config};
 use buildstats_core::tenancy::{RunId, Slug};
 use buildstats_core::tokens::Scope;
 use buildstats_core::{db, kafka};
 use clap::Parser;
+use common::status_kb;
 use ingest_gateway::documents::{BuildStats, WorkunitsUpdate};
 use ingest_gateway::events::{self, Source};
 use ingest_gateway::normalize::{self, RequestContext};
@@ -334,12 +336,6 @@ impl Drop for GatewayProcess {
     }
 }
 
-fn status_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
-        .unwrap_or(0)
-}
 
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
@@ -350,21 +346,8 @@ fn cpu_model() -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    if cfg!(debug_assertions) {
-        bail!("gateway-bench measures release builds only: cargo build --release -p buildstats -p bench && target/release/gateway-bench");
-    }
     let args = Args::parse();
-    let vars: HashMap<String, String> = read_env_file(Path::new("target/dev/services.env")).into_iter().collect();
-    if vars.is_empty() {
-        bail!("target/dev/services.env is missing: run `dev/services up` first (from the repository root)");
-    }
-    if !args.gateway_bin.exists() {
-        bail!("{} not found: cargo build --release -p buildstats", args.gateway_bin.display());
-    }
-    let mut config = Config::load(Path::new("/nonexistent"), false, |n| std::env::var(n).ok().or_else(|| vars.get(n).cloned()))?;
-    let unique = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
-    config.kafka.topic = format!("buildstats.bench.{unique}");
-    config.kafka.dead_letter_topic = format!("buildstats.bench.{unique}.dlq");
+    let (mut config, unique) = common::bench_config("gateway-bench", &args.gateway_bin)?;
     config.kafka.produce_timeout_ms = args.produce_timeout_ms;
     let limit = config.kafka.record_limit_bytes;
 

@@ -9,6 +9,9 @@
 //!
 //!   cargo build --release -p buildstats -p bench && target/release/sink-bench
 
+#[path = "common.rs"]
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,10 +19,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use buildstats_core::config::{read_env_file, Config};
+use buildstats_core::config::Config;
 use buildstats_core::kafka::{self, headers, producer_config};
 use buildstats_core::tenancy::{RunId, Slug};
 use clap::Parser;
+use common::status_kb;
 use futures::stream::{self, StreamExt};
 use ingest_gateway::documents::BuildStats;
 use ingest_gateway::events::{self, Source};
@@ -54,12 +58,6 @@ struct Produced {
     value: Vec<u8>,
 }
 
-fn status_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
-        .unwrap_or(0)
-}
 
 fn metric_sum(text: &str, name: &str) -> f64 {
     text.lines()
@@ -219,21 +217,8 @@ async fn run_sink_process(bin: &Path, config: &Config, name: &str, total: f64) -
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    if cfg!(debug_assertions) {
-        bail!("sink-bench measures release builds only: cargo build --release -p buildstats -p bench && target/release/sink-bench");
-    }
     let args = Args::parse();
-    let vars: std::collections::HashMap<String, String> = read_env_file(Path::new("target/dev/services.env")).into_iter().collect();
-    if vars.is_empty() {
-        bail!("target/dev/services.env is missing: run `dev/services up` first (from the repository root)");
-    }
-    if !args.bin.exists() {
-        bail!("{} not found: cargo build --release -p buildstats", args.bin.display());
-    }
-    let mut config = Config::load(Path::new("/nonexistent"), false, |n| std::env::var(n).ok().or_else(|| vars.get(n).cloned()))?;
-    let unique = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
-    config.kafka.topic = format!("buildstats.bench.{unique}");
-    config.kafka.dead_letter_topic = format!("buildstats.bench.{unique}.dlq");
+    let (mut config, unique) = common::bench_config("sink-bench", &args.bin)?;
     config.sinks.group_prefix = format!("bench-{unique}");
     let mut base = config.clone();
     base.dynamodb.table = format!("bench-{unique}-baseline");

@@ -165,7 +165,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             let mut sinks_stop = stop_rx.clone();
             let sinks = tokio::spawn(async move {
-                processors::run_sinks(&sinks_config, runs, true, async move {
+                processors::run_sinks(&sinks_config, runs, async move {
                     let _ = sinks_stop.wait_for(|s| *s).await;
                 })
                 .await
@@ -181,7 +181,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Sink { name, group } => {
             let group = group.unwrap_or_else(|| name.default_group(&config.sinks.group_prefix));
-            processors::run_sinks(&config, vec![SinkRun { name, group }], true, telemetry::shutdown_signal()).await
+            processors::run_sinks(&config, vec![SinkRun { name, group }], telemetry::shutdown_signal()).await
         }
         Command::Dlq { command: DlqCommand::Redrive { sink } } => {
             processors::redrive::redrive(&config, sink).await.map(|_| ())

@@ -12,11 +12,7 @@ use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moto_frozen_for_30_s_loses_nothing_and_the_sinks_resume() {
-    let (config, _broker) = sink_config();
-    init_stores(&config).await;
-    let gw = support::common::TestGateway::start_with(config.clone()).await;
-    let token = gw.token().await;
-    let stores = Stores::new(&config).await;
+    let SinkTest { config, gw, token, stores, broker: _broker, serial: _serial } = SinkTest::start().await;
     let dynamo = SinkProcess::spawn(&config, "dynamodb", None);
     let s3 = SinkProcess::spawn(&config, "s3", None);
     dynamo.wait_ready().await;

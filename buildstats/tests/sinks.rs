@@ -8,14 +8,12 @@ use std::time::Duration;
 
 use buildstats_core::config::Config;
 use buildstats_core::kafka;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Message, Offset, TopicPartitionList};
 use reqwest::Method;
 use serde_json::json;
 use support::common::{
-    build_stats_fixtures, fixture_with_new_run_id, fixtures_dir, multipart, new_run_id, send_doc, status_json, zlib,
+    build_stats_fixtures, fixture_with_new_run_id, fixtures_dir, new_run_id, send_artifacts, send_doc, status_json,
     TestGateway,
 };
 use support::*;
@@ -61,48 +59,18 @@ async fn snapshot(stores: &Stores) -> (BTreeMap<String, Item>, BTreeMap<String, 
 /// Publish every record of the topic again (same key, value, headers), as a replay or a
 /// producer retry would deliver duplicates.
 async fn republish_topic(config: &Config) -> usize {
-    let c = config.clone();
-    let records = tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = kafka::client_config(&c.kafka)
-            .unwrap()
-            .set("group.id", format!("test-reader-{}", uuid::Uuid::new_v4()))
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let mut out = Vec::new();
-        for p in 0..c.kafka.partitions {
-            let (low, high) = consumer.fetch_watermarks(&c.kafka.topic, p, Duration::from_secs(10)).unwrap();
-            if high <= low {
-                continue;
-            }
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&c.kafka.topic, p, Offset::Offset(low)).unwrap();
-            consumer.assign(&tpl).unwrap();
-            while out.iter().filter(|(pp, _, _, _)| *pp == p).count() < (high - low) as usize {
-                let Some(m) = consumer.poll(Duration::from_secs(5)) else { continue };
-                let m = m.unwrap();
-                let headers: Vec<(String, Vec<u8>)> = m
-                    .headers()
-                    .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
-                    .unwrap_or_default();
-                out.push((p, m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec), headers));
-            }
-        }
-        out
-    })
-    .await
-    .unwrap();
+    let records = read_raw(config, &config.kafka.topic).await;
     let producer: FutureProducer = kafka::producer_config(&config.kafka).unwrap().create().unwrap();
-    for (_, key, value, headers) in &records {
+    for r in &records {
         let mut h = OwnedHeaders::new();
-        for (k, v) in headers {
-            h = h.insert(Header { key: k, value: Some(v) });
+        for (k, v) in &r.headers {
+            h = h.insert(Header { key: k, value: Some(v.as_bytes()) });
         }
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&config.kafka.topic).headers(h);
-        if let Some(k) = key {
-            record = record.key(k);
+        if let Some(k) = &r.key {
+            record = record.key(k.as_bytes());
         }
-        if let Some(v) = value {
+        if let Some(v) = &r.value {
             record = record.payload(v);
         }
         producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
@@ -112,14 +80,10 @@ async fn republish_topic(config: &Config) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fixture_becomes_one_item_and_one_build_prefix_and_duplicates_change_nothing() {
-    let _serial = serial().await;
-    let (mut config, _broker) = sink_config();
     // Big reports and the log still travel in chunks, in a tenth of the records of the 4 KiB
     // limit (the gateway tests cover that one); tansu's SQLite store stalls under far more.
-    config.kafka.record_limit_bytes = 64 * 1024;
-    init_stores(&config).await;
-    let gw = TestGateway::start_with(config.clone()).await;
-    let token = gw.token().await;
+    let SinkTest { config, gw, token, stores, broker: _broker, serial: _serial } =
+        SinkTest::start_with(|c| c.kafka.record_limit_bytes = 64 * 1024).await;
     let dynamo = SinkProcess::spawn(&config, "dynamodb", None);
     let s3 = SinkProcess::spawn(&config, "s3", None);
 
@@ -148,23 +112,14 @@ async fn every_fixture_becomes_one_item_and_one_build_prefix_and_duplicates_chan
     let coverage = std::fs::read(fixtures_dir().join("pytest_coverage.xml")).unwrap();
     let part = "7f3e2a10c0b111ee8f0e0242ac120002";
     let descriptors = serde_json::to_vec(&json!({part: {"workunit_id": "abc", "name": "coverage_xml", "path": "dist/coverage.xml"}})).unwrap();
-    let (body, ct) = multipart(&[("pants_run_log", &zlib(&log)), (part, &zlib(&coverage)), ("../../x", &zlib(b"sneaky")), ("descriptors.json", &zlib(&descriptors))]);
-    let response = c
-        .post(gw.url(&format!("{extra_run}/artifacts/")))
-        .bearer_auth(&token)
-        .header("content-type", ct)
-        .header("content-encoding", "compress")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let parts: [(&str, &[u8]); 4] = [("pants_run_log", &log), (part, &coverage), ("../../x", b"sneaky"), ("descriptors.json", &descriptors)];
+    let response = send_artifacts(&c, &gw.url(&format!("{extra_run}/artifacts/")), &token, &parts).await;
     let (status, body, _) = status_json(response).await;
     assert_eq!(status, 201, "{body}");
 
     wait_caught_up(&config, &group(&config, "dynamodb"), CATCH_UP).await;
     wait_caught_up(&config, &group(&config, "s3"), CATCH_UP).await;
 
-    let stores = Stores::new(&config).await;
     let items = stores.items().await;
     assert_eq!(items.len(), sent.len() + 1, "one item per build");
     let build_prefix = |run_id: &str| format!("{}/{}/{}/{run_id}/", config.s3.prefix, gw.org, gw.repo);
@@ -276,12 +231,7 @@ async fn assert_exactly(config: &Config, gw: &TestGateway, stores: &Stores, sent
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_stream_then_restart_loses_nothing() {
-    let _serial = serial().await;
-    let (config, _broker) = sink_config();
-    init_stores(&config).await;
-    let gw = TestGateway::start_with(config.clone()).await;
-    let token = gw.token().await;
-    let stores = Stores::new(&config).await;
+    let SinkTest { config, gw, token, stores, broker: _broker, serial: _serial } = SinkTest::start().await;
     let mut dynamo = SinkProcess::spawn(&config, "dynamodb", None);
     let mut s3 = SinkProcess::spawn(&config, "s3", None);
     let mut sent = send_builds(&gw, &token, 60).await;
@@ -308,12 +258,7 @@ async fn kill_9_mid_stream_then_restart_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_records_are_dead_lettered_the_rest_flows_and_redrive_sends_them_back_once() {
-    let _serial = serial().await;
-    let (config, _broker) = sink_config();
-    init_stores(&config).await;
-    let gw = TestGateway::start_with(config.clone()).await;
-    let token = gw.token().await;
-    let stores = Stores::new(&config).await;
+    let SinkTest { config, gw, token, stores, broker: _broker, serial: _serial } = SinkTest::start().await;
     let mut dynamo = SinkProcess::spawn(&config, "dynamodb", None);
     let s3 = SinkProcess::spawn(&config, "s3", None);
     // Poison: undecodable bytes on a valid key, and a record without a key.
@@ -387,12 +332,7 @@ async fn poison_records_are_dead_lettered_the_rest_flows_and_redrive_sends_them_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_in_one_group_split_the_partitions_and_write_each_build_once() {
-    let _serial = serial().await;
-    let (config, _broker) = sink_config();
-    init_stores(&config).await;
-    let gw = TestGateway::start_with(config.clone()).await;
-    let token = gw.token().await;
-    let stores = Stores::new(&config).await;
+    let SinkTest { config, gw, token, stores, broker: _broker, serial: _serial } = SinkTest::start().await;
     let a = SinkProcess::spawn(&config, "dynamodb", None);
     let b = SinkProcess::spawn(&config, "dynamodb", None);
     wait_until("both members to own partitions", Duration::from_secs(90), || async {
@@ -437,12 +377,7 @@ fn json_export(spans: Vec<serde_json::Value>) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otlp_spans_after_the_root_join_the_workunit_tree_but_never_change_the_final_record() {
-    let _serial = serial().await;
-    let (config, _broker) = sink_config();
-    init_stores(&config).await;
-    let gw = TestGateway::start_with(config.clone()).await;
-    let token = gw.token().await;
-    let stores = Stores::new(&config).await;
+    let SinkTest { config, gw, token, stores, broker: _broker, serial: _serial } = SinkTest::start().await;
     let _dynamo = SinkProcess::spawn(&config, "dynamodb", None);
     let _s3 = SinkProcess::spawn(&config, "s3", None);
     let trace_id = uuid::Uuid::new_v4().simple().to_string();

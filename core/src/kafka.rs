@@ -67,6 +67,16 @@ pub fn client_config(config: &KafkaConfig) -> Result<ClientConfig, KafkaSetupErr
     Ok(client)
 }
 
+/// Apply `kafka.client_properties` again over a role's defaults, so the operator's settings
+/// win (they were checked by [`client_config`]).
+fn pass_through_wins(client: &mut ClientConfig, config: &KafkaConfig) {
+    for entry in config.client_properties.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        if let Some((k, v)) = entry.split_once('=') {
+            client.set(k.trim(), v.trim());
+        }
+    }
+}
+
 /// Producer settings: idempotent, acks from every in-sync replica, compressed, and the
 /// Java client's partitioner so any Kafka tool agrees on a key's partition.
 pub fn producer_config(config: &KafkaConfig) -> Result<ClientConfig, KafkaSetupError> {
@@ -80,12 +90,7 @@ pub fn producer_config(config: &KafkaConfig) -> Result<ClientConfig, KafkaSetupE
         .set("message.max.bytes", batch_max_bytes(config).to_string())
         .set("message.timeout.ms", config.produce_timeout_ms.to_string())
         .set("socket.keepalive.enable", "true");
-    // Pass-through properties win over our defaults.
-    for entry in config.client_properties.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        if let Some((k, v)) = entry.split_once('=') {
-            client.set(k.trim(), v.trim());
-        }
-    }
+    pass_through_wins(&mut client, config);
     Ok(client)
 }
 
@@ -111,11 +116,7 @@ pub fn consumer_config(config: &KafkaConfig, group_id: &str, commit_interval_ms:
         .set("fetch.max.bytes", (8 * 1024 * 1024).max(batch_max_bytes(config)).to_string())
         .set("queued.max.messages.kbytes", "16384")
         .set("socket.keepalive.enable", "true");
-    for entry in config.client_properties.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        if let Some((k, v)) = entry.split_once('=') {
-            client.set(k.trim(), v.trim());
-        }
-    }
+    pass_through_wins(&mut client, config);
     Ok(client)
 }
 

@@ -124,9 +124,12 @@ mod tests {
     #[test]
     fn escaped_segments_cannot_climb_out_of_their_prefix() {
         assert_eq!(escape_segment("pants_run_2021-09"), "pants_run_2021-09");
+        assert_eq!(escape_segment("pants_run_log"), "pants_run_log");
         assert_eq!(escape_segment("../../x"), "%2E%2E%2F%2E%2E%2Fx");
         assert_eq!(escape_segment("a%2Fb"), "a%252Fb");
         assert_eq!(escape_segment(""), "%00");
+        assert_ne!(escape_segment("a.b"), escape_segment("a%2Eb"), "escaping is injective");
+        assert!(escape_segment("dist/coverage.xml").bytes().all(|b| b.is_ascii_alphanumeric() || b"%_-".contains(&b)));
         assert!(is_escaped_segment(&escape_segment("ünï/..")));
         assert!(!is_escaped_segment("a/b") && !is_escaped_segment("..") && !is_escaped_segment(""));
     }

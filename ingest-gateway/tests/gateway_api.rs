@@ -170,17 +170,8 @@ async fn artifacts_with_descriptors_and_a_large_log_round_trip() {
     let coverage = std::fs::read(fixtures_dir().join("pytest_coverage.xml")).unwrap();
     let part = "7f3e2a10c0b111ee8f0e0242ac120002";
     let descriptors = serde_json::to_vec(&json!({part: {"workunit_id": "abc", "name": "coverage_xml", "path": "dist/coverage.xml"}})).unwrap();
-    let (log_z, cov_z, desc_z) = (zlib(&log), zlib(&coverage), zlib(&descriptors));
-    let (body, ct) = multipart(&[("pants_run_log", &log_z), (part, &cov_z), ("descriptors.json", &desc_z)]);
-    let response = client()
-        .post(gw.url(&format!("{run_id}/artifacts/")))
-        .bearer_auth(&token)
-        .header("content-type", ct)
-        .header("content-encoding", "compress")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let parts: [(&str, &[u8]); 3] = [("pants_run_log", &log), (part, &coverage), ("descriptors.json", &descriptors)];
+    let response = send_artifacts(&client(), &gw.url(&format!("{run_id}/artifacts/")), &token, &parts).await;
     let (status, body, _) = status_json(response).await;
     assert_eq!((status, body), (201, json!("OK")));
 
@@ -412,8 +403,7 @@ async fn every_bad_request_gets_a_json_error_and_leaves_nothing_on_the_topic() {
 
     // Artifacts without descriptors.json when a part is not the run log.
     let art_url = gw.url(&format!("{run_id}/artifacts/"));
-    let (mp, ct) = multipart(&[("pants_run_log", &zlib(b"log")), ("coverage", &zlib(b"<xml/>"))]);
-    let response = c.post(&art_url).bearer_auth(&token).header("content-type", ct).header("content-encoding", "compress").body(mp).send().await.unwrap();
+    let response = send_artifacts(&c, &art_url, &token, &[("pants_run_log", b"log"), ("coverage", b"<xml/>")]).await;
     let (status, body, _) = status_json(response).await;
     assert_eq!(status, 400, "{body}");
     // Too many parts.

@@ -35,12 +35,10 @@ pub struct SinkRun {
 }
 
 /// Run the given sinks in this process until `shutdown` resolves, with `/healthz`,
-/// `/readyz` (every sink's store answers) and `/metrics` on `sinks.listen` (or `ops` when the
-/// caller serves them itself, as the all-in-one mode does).
+/// `/readyz` (every sink's store answers) and `/metrics` on `sinks.listen`.
 pub async fn run_sinks(
     config: &Config,
     runs: Vec<SinkRun>,
-    serve_ops: bool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     buildstats_core::telemetry::metrics_handle();
@@ -74,16 +72,14 @@ pub async fn run_sinks(
             Ok(())
         })
     });
-    if serve_ops {
-        let listener = tokio::net::TcpListener::bind(&config.sinks.listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (sinks.listen; give each sink process its own)", config.sinks.listen))?;
-        tracing::info!(addr = %listener.local_addr()?, "sink probes and metrics listening");
-        let ops_stop = wait_for(stop_rx.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, ops_router(ready)).with_graceful_shutdown(ops_stop).await;
-        });
-    }
+    let listener = tokio::net::TcpListener::bind(&config.sinks.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (sinks.listen; give each sink process its own)", config.sinks.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "sink probes and metrics listening");
+    let ops_stop = wait_for(stop_rx.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, ops_router(ready)).with_graceful_shutdown(ops_stop).await;
+    });
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);

@@ -14,10 +14,11 @@ use anyhow::Context;
 use buildstats_core::config::Config;
 use buildstats_core::kafka::{self, headers};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::Headers;
+use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use crate::runtime::dead_letter::forward;
 use crate::sinks::SinkName;
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -47,20 +48,13 @@ pub async fn redrive(config: &Config, sink: SinkName) -> anyhow::Result<RedriveS
     for p in 0..partitions {
         wanted.add_partition(&dlq, p);
     }
-    let (committed, ends) = {
-        let c = &consumer;
-        let committed = c.committed_offsets(wanted, Duration::from_secs(10)).context("cannot read the redrive group's offsets")?;
-        let mut ends = HashMap::new();
-        for p in 0..partitions {
-            let (low, high) = c.fetch_watermarks(&dlq, p, Duration::from_secs(10)).context("cannot read the dead-letter topic's offsets")?;
-            ends.insert(p, (low, high));
-        }
-        (committed, ends)
-    };
+    let committed = consumer.committed_offsets(wanted, Duration::from_secs(10)).context("cannot read the redrive group's offsets")?;
     let mut assignment = TopicPartitionList::new();
     let mut remaining: HashMap<i32, i64> = HashMap::new();
+    let mut total = 0i64;
     for p in 0..partitions {
-        let (low, high) = ends[&p];
+        let (low, high) =
+            consumer.fetch_watermarks(&dlq, p, Duration::from_secs(10)).context("cannot read the dead-letter topic's offsets")?;
         let start = match committed.find_partition(&dlq, p).map(|e| e.offset()) {
             Some(Offset::Offset(o)) => o.max(low),
             _ => low,
@@ -68,12 +62,9 @@ pub async fn redrive(config: &Config, sink: SinkName) -> anyhow::Result<RedriveS
         if start < high {
             remaining.insert(p, high);
             assignment.add_partition_offset(&dlq, p, Offset::Offset(start))?;
+            total += high - start;
         }
     }
-    let total: i64 = remaining.iter().map(|(p, high)| {
-        let start = assignment.find_partition(&dlq, *p).and_then(|e| e.offset().to_raw()).unwrap_or(0);
-        high - start
-    }).sum();
     eprintln!("redrive {sink}: {total} dead-letter records to read on {} of {partitions} partitions of {dlq}", remaining.len());
     let mut summary = RedriveSummary::default();
     if remaining.is_empty() {
@@ -95,26 +86,10 @@ pub async fn redrive(config: &Config, sink: SinkName) -> anyhow::Result<RedriveS
             .and_then(|h| h.iter().find(|h| h.key == headers::DLQ_SINK).and_then(|h| h.value))
             .is_some_and(|v| v == sink.as_str().as_bytes());
         if for_this_sink {
-            let mut out = OwnedHeaders::new();
-            if let Some(original) = message.headers() {
-                for h in original.iter() {
-                    if !h.key.starts_with("bs-dlq-") && h.key != headers::REDRIVE_FOR {
-                        out = out.insert(Header { key: h.key, value: h.value });
-                    }
-                }
-            }
-            out = out.insert(Header { key: headers::REDRIVE_FOR, value: Some(sink.as_str()) });
-            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&config.kafka.topic).headers(out);
-            if let Some(k) = message.key() {
-                record = record.key(k);
-            }
-            if let Some(v) = message.payload() {
-                record = record.payload(v);
-            }
-            producer
-                .send(record, Duration::from_secs(30))
+            let not_carried = |key: &str| key.starts_with("bs-dlq-") || key == headers::REDRIVE_FOR;
+            forward(&producer, &config.kafka.topic, &message, not_carried, &[(headers::REDRIVE_FOR, sink.as_str())])
                 .await
-                .map_err(|(e, _)| anyhow::anyhow!("cannot send a record back to {}: {e}. Nothing past offset {offset} of partition {p} was committed; run the redrive again", config.kafka.topic))?;
+                .map_err(|e| anyhow::anyhow!("cannot send a record back to {}: {e}. Nothing past offset {offset} of partition {p} was committed; run the redrive again", config.kafka.topic))?;
             summary.redriven += 1;
         } else {
             summary.other_sinks += 1;

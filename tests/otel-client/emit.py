@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared pants_stubs module
-from pants_stubs import PantsStubFinder, reexec_in_venv  # noqa: E402
+from pants_stubs import REQUEST_ID_HEADER, PantsStubFinder, hook_requests_send, redact_bearer, reexec_in_venv  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 VENV = REPO / "target" / "venv"
@@ -218,14 +218,6 @@ def _stub_overrides() -> dict[str, Callable[[types.ModuleType], None]]:
 # Wire recorder: hooks requests.Session.send (records only, changes nothing).
 # ----------------------------------------------------------------------------------------------
 
-REQUEST_ID_HEADER = "X-Request-Id"
-
-
-def _redact_bearer(value: str | None) -> str | None:
-    if not value:
-        return value
-    scheme, _, tok = value.partition(" ")
-    return f"{scheme} {tok[:4]}...({len(tok)} chars)" if tok else value
 
 
 def _decompress(body: bytes, encoding: str | None) -> bytes:
@@ -328,18 +320,12 @@ RECORDER = Recorder()
 
 
 def install_http_hook() -> None:
-    import requests
-
-    orig_send = requests.Session.send
-
-    def send(self, request, **kwargs):
+    def describe(request, body: bytes) -> dict[str, Any]:
         headers = request.headers
-        body = request.body if isinstance(request.body, (bytes, type(None))) else str(request.body).encode()
-        body = body or b""
         ctype = headers.get("Content-Type")
         cenc = headers.get("Content-Encoding")
         spans = decode_request_spans(body, ctype, cenc)
-        ex: dict[str, Any] = {
+        return {
             "batch": RECORDER.batch,
             "send": RECORDER.send,
             "method": request.method,
@@ -350,32 +336,22 @@ def install_http_hook() -> None:
                 "content_type": ctype,
                 "content_encoding": cenc,
                 "user_agent": headers.get("User-Agent"),
-                "authorization": _redact_bearer(headers.get("Authorization")),
+                "authorization": redact_bearer(headers.get("Authorization"), 4),
                 "header_names": sorted(headers.keys()),
             },
             "spans": len(spans) if spans is not None else None,
             "_span_ids": spans,
         }
-        t0 = time.monotonic()
-        try:
-            resp = orig_send(self, request, **kwargs)
-        except Exception as err:  # noqa: BLE001 - recorded, then re-raised to the exporter
-            ex["elapsed_ms"] = round((time.monotonic() - t0) * 1000, 1)
-            ex["status"] = None
-            ex["error"] = repr(err)
-            with RECORDER.lock:
-                RECORDER.exchanges.append(ex)
-            raise
-        ex["elapsed_ms"] = round((time.monotonic() - t0) * 1000, 1)
-        ex["status"] = resp.status_code
-        ex["request_id"] = resp.headers.get(REQUEST_ID_HEADER)
+
+    def finish(ex: dict[str, Any], resp) -> None:
         ex["response"] = decode_response(resp)
         ex["partial_success"] = ex["response"].get("partial_success")
+
+    def record(ex: dict[str, Any]) -> None:
         with RECORDER.lock:
             RECORDER.exchanges.append(ex)
-        return resp
 
-    requests.Session.send = send
+    hook_requests_send(describe, finish, record)
 
 
 class LogCollector(logging.Handler):

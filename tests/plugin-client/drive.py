@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared pants_stubs module
-from pants_stubs import PantsStubFinder, reexec_in_venv  # noqa: E402
+from pants_stubs import REQUEST_ID_HEADER, PantsStubFinder, hook_requests_send, redact_bearer, reexec_in_venv  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 VENV = REPO / "target" / "venv"
@@ -149,15 +149,6 @@ _STUB_OVERRIDES: dict[str, Callable[[types.ModuleType], None]] = {
 # Wire recorder: hooks requests.Session.send; tags every exchange with the client method.
 # ----------------------------------------------------------------------------------------------
 
-REQUEST_ID_HEADER = "X-Request-Id"
-
-
-def _redact_bearer(value: str | None) -> str | None:
-    if not value:
-        return value
-    scheme, _, tok = value.partition(" ")
-    return f"{scheme} {tok[:10]}...({len(tok)} chars)" if tok else value
-
 
 def _parse_multipart(content_type: str, body: bytes) -> list[dict] | None:
     m = re.search(r'boundary="?([^";]+)"?', content_type or "")
@@ -218,46 +209,30 @@ RECORDER = Recorder()
 
 
 def install_http_hook() -> None:
-    import requests
-
-    orig_send = requests.Session.send
-
-    def send(self, request, **kwargs):
+    def describe(request, body: bytes) -> dict[str, Any]:
         headers = request.headers
-        body = request.body if isinstance(request.body, (bytes, type(None))) else str(request.body).encode()
         ctype = headers.get("Content-Type")
         ex: dict[str, Any] = {
             "method": request.method,
             "url": request.url,
             "request": {
-                "bytes": len(body or b""),
+                "bytes": len(body),
                 "content_type": (ctype or "").split(";")[0] or None,
                 "content_encoding": headers.get("Content-Encoding"),
                 "user_agent": headers.get("User-Agent"),
                 "stats_version": headers.get("X-Pants-Stats-Version"),
                 "impersonate": headers.get("X-Toolchain-Impersonate"),
-                "authorization": _redact_bearer(headers.get("Authorization")),
+                "authorization": redact_bearer(headers.get("Authorization"), 10),
             },
         }
         if ctype and ctype.startswith("multipart/"):
-            ex["request"]["parts"] = _parse_multipart(ctype, body or b"")
-        t0 = time.monotonic()
-        try:
-            resp = orig_send(self, request, **kwargs)
-        except Exception as err:  # noqa: BLE001 - recorded, then re-raised to the client
-            ex["elapsed_ms"] = round((time.monotonic() - t0) * 1000, 1)
-            ex["status"] = None
-            ex["error"] = repr(err)
-            RECORDER.add_exchange(ex)
-            raise
-        ex["elapsed_ms"] = round((time.monotonic() - t0) * 1000, 1)
-        ex["status"] = resp.status_code
-        ex["request_id"] = resp.headers.get(REQUEST_ID_HEADER)
-        ex["response"] = {"content_type": resp.headers.get("Content-Type"), "body": _body_summary(resp)}
-        RECORDER.add_exchange(ex)
-        return resp
+            ex["request"]["parts"] = _parse_multipart(ctype, body)
+        return ex
 
-    requests.Session.send = send
+    def finish(ex: dict[str, Any], resp) -> None:
+        ex["response"] = {"content_type": resp.headers.get("Content-Type"), "body": _body_summary(resp)}
+
+    hook_requests_send(describe, finish, RECORDER.add_exchange)
 
 
 def _body_summary(resp) -> Any:
@@ -269,7 +244,7 @@ def _body_summary(resp) -> Any:
     if isinstance(parsed, dict) and isinstance(parsed.get("token"), dict):
         tok = dict(parsed["token"])
         if "access_token" in tok:
-            tok["access_token"] = _redact_bearer("x " + str(tok["access_token"]))[2:]
+            tok["access_token"] = redact_bearer("x " + str(tok["access_token"]), 10)[2:]
         parsed = {**parsed, "token": tok}
     if len(text) > 4000:
         return text[:300] + "...(truncated)"

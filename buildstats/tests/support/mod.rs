@@ -79,6 +79,35 @@ pub fn config_env(config: &Config) -> Vec<(String, String)> {
     config.to_env()
 }
 
+/// Everything a sink test starts with: one at a time ([`serial`]), its own broker and config,
+/// stores and topics created, an in-process gateway and an ingest token for it.
+pub struct SinkTest {
+    pub config: Config,
+    pub gw: common::TestGateway,
+    pub token: String,
+    pub stores: Stores,
+    pub broker: TestBroker,
+    pub serial: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl SinkTest {
+    pub async fn start() -> SinkTest {
+        SinkTest::start_with(|_| {}).await
+    }
+
+    /// Like [`start`](Self::start), with `adjust` applied to the config first.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> SinkTest {
+        let serial = serial().await;
+        let (mut config, broker) = sink_config();
+        adjust(&mut config);
+        init_stores(&config).await;
+        let gw = common::TestGateway::start_with(config.clone()).await;
+        let token = gw.token().await;
+        let stores = Stores::new(&config).await;
+        SinkTest { config, gw, token, stores, broker, serial }
+    }
+}
+
 pub async fn init_stores(config: &Config) {
     processors::init::init_stores(config).await.expect("init-stores on moto");
     kafka::ensure_topics(&config.kafka).await.expect("topics");
@@ -201,9 +230,6 @@ impl SinkProcess {
                 if r.status().is_success() {
                     return;
                 }
-            }
-            if let Some(child) = &self.child {
-                let _ = child;
             }
             assert!(Instant::now() < deadline, "{} not ready within 60 s; log:\n{}", self.name, self.log_text());
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -358,6 +358,23 @@ pub async fn send_doc(
     request.send().await.unwrap()
 }
 
+/// Upload artifacts as the plugin does: one zlib-compressed multipart part per file (name →
+/// content), `Content-Encoding: compress`.
+pub async fn send_artifacts(client: &reqwest::Client, url: &str, token: &str, parts: &[(&str, &[u8])]) -> reqwest::Response {
+    let compressed: Vec<(&str, Vec<u8>)> = parts.iter().map(|(name, data)| (*name, zlib(data))).collect();
+    let borrowed: Vec<(&str, &[u8])> = compressed.iter().map(|(name, data)| (*name, data.as_slice())).collect();
+    let (body, content_type) = multipart(&borrowed);
+    client
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", content_type)
+        .header("content-encoding", "compress")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Status and JSON body of a response.
 pub async fn status_json(response: reqwest::Response) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
     let status = response.status().as_u16();

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use buildstats_core::kafka::headers;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
@@ -25,37 +26,51 @@ impl DeadLetters {
     /// Publish one record and wait for the broker's acknowledgement (only then may the
     /// source offset be committed past it).
     pub async fn send(&self, record: &OwnedMessage, error: &str) -> Result<(), Transient> {
-        let mut out = OwnedHeaders::new();
-        if let Some(original) = record.headers() {
-            for h in original.iter() {
-                if !h.key.starts_with("bs-dlq-") {
-                    out = out.insert(Header { key: h.key, value: h.value });
-                }
-            }
-        }
         let partition = record.partition().to_string();
         let offset = record.offset().to_string();
         let at = chrono::Utc::now().timestamp_millis().to_string();
         // Keep the header readable and bounded whatever the error text is.
         let error: String = error.chars().take(2000).collect();
-        out = out
-            .insert(Header { key: headers::DLQ_SINK, value: Some(self.sink) })
-            .insert(Header { key: headers::DLQ_ERROR, value: Some(error.as_str()) })
-            .insert(Header { key: headers::DLQ_SOURCE_TOPIC, value: Some(record.topic()) })
-            .insert(Header { key: headers::DLQ_SOURCE_PARTITION, value: Some(partition.as_str()) })
-            .insert(Header { key: headers::DLQ_SOURCE_OFFSET, value: Some(offset.as_str()) })
-            .insert(Header { key: headers::DLQ_AT, value: Some(at.as_str()) });
-        let mut future_record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(out);
-        if let Some(key) = record.key() {
-            future_record = future_record.key(key);
-        }
-        if let Some(value) = record.payload() {
-            future_record = future_record.payload(value);
-        }
-        self.producer
-            .send(future_record, Duration::from_secs(30))
+        let extra = [
+            (headers::DLQ_SINK, self.sink),
+            (headers::DLQ_ERROR, error.as_str()),
+            (headers::DLQ_SOURCE_TOPIC, record.topic()),
+            (headers::DLQ_SOURCE_PARTITION, partition.as_str()),
+            (headers::DLQ_SOURCE_OFFSET, offset.as_str()),
+            (headers::DLQ_AT, at.as_str()),
+        ];
+        forward(&self.producer, &self.topic, record, |key| key.starts_with("bs-dlq-"), &extra)
             .await
-            .map(|_| ())
-            .map_err(|(e, _)| Transient(format!("dead-letter topic {}: {e}", self.topic)))
+            .map_err(|e| Transient(format!("dead-letter topic {}: {e}", self.topic)))
     }
+}
+
+/// Send `record` to `topic` with its key, value and headers, minus the headers `drop` names,
+/// plus `extra`, and wait for the acknowledgement. What dead-lettering and redriving share.
+pub async fn forward<M: Message>(
+    producer: &FutureProducer,
+    topic: &str,
+    record: &M,
+    drop: impl Fn(&str) -> bool,
+    extra: &[(&str, &str)],
+) -> Result<(), KafkaError> {
+    let mut out = OwnedHeaders::new();
+    if let Some(original) = record.headers() {
+        for h in original.iter() {
+            if !drop(h.key) {
+                out = out.insert(Header { key: h.key, value: h.value });
+            }
+        }
+    }
+    for (key, value) in extra {
+        out = out.insert(Header { key, value: Some(*value) });
+    }
+    let mut future_record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(out);
+    if let Some(key) = record.key() {
+        future_record = future_record.key(key);
+    }
+    if let Some(value) = record.payload() {
+        future_record = future_record.payload(value);
+    }
+    producer.send(future_record, Duration::from_secs(30)).await.map(|_| ()).map_err(|(e, _)| e)
 }

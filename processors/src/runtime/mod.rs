@@ -88,6 +88,12 @@ struct Ownership {
     revoked: Vec<i32>,
 }
 
+impl Ownership {
+    fn generation_of(&self, partition: i32) -> u64 {
+        self.generation.get(&partition).copied().unwrap_or(0)
+    }
+}
+
 /// The consumer's context: rebalance and statistics callbacks.
 pub struct SinkContext {
     sink: &'static str,
@@ -147,8 +153,7 @@ pub(crate) struct Shared<S: Sink> {
 
 impl<S: Sink> Shared<S> {
     fn current_generation(&self, partition: i32) -> u64 {
-        let own = self.consumer.context().ownership.lock().expect("ownership lock");
-        own.generation.get(&partition).copied().unwrap_or(0)
+        self.consumer.context().ownership.lock().expect("ownership lock").generation_of(partition)
     }
 
     pub fn is_current(&self, partition: i32, generation: u64) -> bool {
@@ -162,7 +167,7 @@ impl<S: Sink> Shared<S> {
     /// Store `next_offset` for commit, if this worker still owns the partition.
     pub fn store_offset(&self, partition: i32, generation: u64, next_offset: i64) {
         let mut own = self.consumer.context().ownership.lock().expect("ownership lock");
-        if own.generation.get(&partition).copied().unwrap_or(0) != generation {
+        if own.generation_of(partition) != generation {
             return;
         }
         let mut tpl = TopicPartitionList::new();
@@ -237,7 +242,7 @@ pub async fn run<S: Sink>(
                 // Revocations happen inside recv(): apply them before dispatching what it
                 // returned, which already belongs to the new assignment.
                 let message = received.map(|m| m.detach());
-                drop_revoked(&consumer, &mut workers);
+                drop_revoked(&consumer, &settings.topic, &mut workers);
                 match message {
                     Ok(message) => dispatch(&shared, &mut workers, &mut tasks, message),
                     Err(e) => {
@@ -247,7 +252,7 @@ pub async fn run<S: Sink>(
                 }
             }
             _ = tick.tick() => {
-                drop_revoked(&consumer, &mut workers);
+                drop_revoked(&consumer, &settings.topic, &mut workers);
                 drain_pending(&shared, &mut workers);
                 while let Some(done) = tasks.try_join_next() {
                     if let Err(e) = done {
@@ -297,17 +302,14 @@ fn partition_list(topic: &str, partition: i32) -> TopicPartitionList {
     tpl
 }
 
-fn drop_revoked(consumer: &SinkConsumer, workers: &mut HashMap<i32, WorkerHandle>) {
+fn drop_revoked(consumer: &SinkConsumer, topic: &str, workers: &mut HashMap<i32, WorkerHandle>) {
     let revoked = std::mem::take(&mut consumer.context().ownership.lock().expect("ownership lock").revoked);
     for p in revoked {
         if let Some(handle) = workers.remove(&p) {
             // Do not leave a pause behind for whoever gets the partition next (this process,
             // after an eager rebalance, included).
             if handle.paused {
-                let topic = consumer.subscription().ok().and_then(|s| s.elements().first().map(|e| e.topic().to_string()));
-                if let Some(topic) = topic {
-                    let _ = consumer.resume(&partition_list(&topic, p));
-                }
+                let _ = consumer.resume(&partition_list(topic, p));
             }
         }
     }

@@ -133,9 +133,7 @@ async fn process<S: Sink>(shared: &Shared<S>, partition: i32, generation: u64, b
     // 1. Stage chunks durably, keeping this batch's in memory for the events that follow.
     let mut batch_chunks: HashMap<String, HashMap<i32, Bytes>> = HashMap::new();
     if !chunks.is_empty() {
-        let Some(stage) = shared.stage.as_ref() else {
-            unreachable!("a sink that needs payloads is always given a chunk stage")
-        };
+        let stage = shared.stage.as_ref().expect("a sink that needs payloads is always given a chunk stage");
         let chunks_ref = &chunks;
         let puts = stream::iter(0..chunks.len())
             .map(|j| async move {
@@ -249,7 +247,7 @@ async fn resolve<S: Sink>(
         return Some(verify(blob, Bytes::copy_from_slice(inline)));
     }
     let mut have = batch_chunks.get(&blob.blob_id).cloned().unwrap_or_default();
-    let stage = shared.stage.as_ref()?;
+    let stage = shared.stage.as_ref().expect("a sink that needs payloads is always given a chunk stage");
     for index in 0..blob.chunk_count {
         if have.contains_key(&index) {
             continue;

@@ -15,12 +15,13 @@ pub mod table;
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
 use aws_sdk_dynamodb::Client;
 use buildstats_core::config::Config;
 
 use crate::aws::{classify, error_code};
 use crate::sink::{per_build, BatchOutcome, Change, ChangeKind, Rejected, Sink, Transient};
-use item::{FINAL, PK, RUNNING, STATE};
+use item::{PK, RUNNING, STATE};
 
 pub const NAME: &str = "dynamodb";
 
@@ -53,42 +54,39 @@ pub async fn client(config: &Config) -> Client {
 }
 
 impl DynamoDbSink {
+    /// Put a whole item under the condition `condition` adds (a failed condition is success:
+    /// see [`conditional`]).
+    async fn put_if(
+        &self,
+        what: &str,
+        item: Result<item::Item, Rejected>,
+        condition: impl FnOnce(PutItemFluentBuilder) -> PutItemFluentBuilder,
+    ) -> WriteResult {
+        let item = match item {
+            Ok(i) => i,
+            Err(r) => return Ok(Err(r)),
+        };
+        let put = self.client.put_item().table_name(&self.table).set_item(Some(item));
+        conditional(what, condition(put).send().await.map(|_| ()))
+    }
+
     async fn write_one(&self, change: &Change) -> WriteResult {
         let key = &change.key;
         match &change.kind {
             ChangeKind::Started(event) => {
-                let item = match item::run_started(key, event) {
-                    Ok(i) => i,
-                    Err(r) => return Ok(Err(r)),
-                };
-                let sent = self
-                    .client
-                    .put_item()
-                    .table_name(&self.table)
-                    .set_item(Some(item))
-                    .condition_expression("attribute_not_exists(#pk)")
-                    .expression_attribute_names("#pk", PK)
-                    .send()
-                    .await;
-                conditional("put run start", sent.map(|_| ()))
+                self.put_if("put run start", item::run_started(key, event), |put| {
+                    put.condition_expression("attribute_not_exists(#pk)").expression_attribute_names("#pk", PK)
+                })
+                .await
             }
             ChangeKind::Ended(event) => {
-                let item = match item::run_ended(key, event) {
-                    Ok(i) => i,
-                    Err(r) => return Ok(Err(r)),
-                };
-                let sent = self
-                    .client
-                    .put_item()
-                    .table_name(&self.table)
-                    .set_item(Some(item))
-                    .condition_expression("attribute_not_exists(#pk) OR #state = :running")
-                    .expression_attribute_names("#pk", PK)
-                    .expression_attribute_names("#state", STATE)
-                    .expression_attribute_values(":running", AttributeValue::S(RUNNING.into()))
-                    .send()
-                    .await;
-                conditional("put final report", sent.map(|_| ()))
+                self.put_if("put final report", item::run_ended(key, event), |put| {
+                    put.condition_expression("attribute_not_exists(#pk) OR #state = :running")
+                        .expression_attribute_names("#pk", PK)
+                        .expression_attribute_names("#state", STATE)
+                        .expression_attribute_values(":running", AttributeValue::S(RUNNING.into()))
+                })
+                .await
             }
             ChangeKind::WorkunitsUpdated(event) => {
                 let mut update = self
@@ -172,6 +170,3 @@ impl Sink for DynamoDbSink {
             .map_err(|e| format!("dynamodb table {}: {}", self.table, aws_sdk_dynamodb::error::DisplayErrorContext(&e)))
     }
 }
-
-/// The item's `state` attribute values, for readers.
-pub const STATES: [&str; 2] = [RUNNING, FINAL];
