@@ -27,6 +27,7 @@ pub fn bench_config(bench: &str, role_bin: &Path) -> anyhow::Result<(Config, Str
     Ok((config, unique))
 }
 
+#[allow(dead_code)] // not every bench reads memory
 /// A `/proc/PID/status` field in kB (`VmRSS:`, `VmHWM:`); 0 when unreadable.
 pub fn status_kb(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

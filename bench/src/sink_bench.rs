@@ -1,7 +1,8 @@
 //! sink-bench: records/s each sink sustains from a pre-filled topic of realistic builds,
 //! against a baseline measured in the same run: the same `Sink::write` calls (same SDK calls,
 //! same batch size, same per-partition order and concurrency) fed from memory, without Kafka,
-//! into a store of its own. The ratio is what the runtime (consume, decode, stage, commit)
+//! into a store of its own. For OpenSearch that is one direct `_bulk` per batch, for InfluxDB
+//! one direct `/write` per batch. The ratio is what the runtime (consume, decode, stage, commit)
 //! costs on top of the store's own limit.
 //!
 //! Release builds only; the sink runs as its own process (`target/release/buildstats sink
@@ -32,6 +33,8 @@ use processors::runtime::decode::{classify, Classified, RawRecord};
 use processors::runtime::payloads::{blob_refs, verify};
 use processors::sink::{Change, Payloads, Sink};
 use processors::sinks::dynamodb::DynamoDbSink;
+use processors::sinks::influxdb::InfluxDbSink;
+use processors::sinks::opensearch::OpenSearchSink;
 use processors::sinks::s3::S3Sink;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -42,7 +45,7 @@ struct Args {
     /// Builds to pre-fill (each a run start and a run end: two records).
     #[arg(long, default_value_t = 2000)]
     builds: usize,
-    /// dynamodb, s3 or all.
+    /// dynamodb, s3, opensearch, influxdb or all.
     #[arg(long, default_value = "all")]
     sink: String,
     #[arg(long, default_value = "target/release/buildstats")]
@@ -225,8 +228,15 @@ async fn main() -> anyhow::Result<()> {
     base.s3.bucket = format!("bench-{unique}-baseline");
     config.dynamodb.table = format!("bench-{unique}-sink");
     config.s3.bucket = format!("bench-{unique}-sink");
+    base.opensearch.alias = format!("bench-{unique}-baseline");
+    config.opensearch.alias = format!("bench-{unique}-sink");
+    base.influxdb.database = format!("bench_{unique}_baseline");
+    config.influxdb.database = format!("bench_{unique}_sink");
 
-    eprintln!("[1/4] set-up: topic {} ({} partitions), tables and buckets bench-{unique}-{{baseline,sink}}", config.kafka.topic, config.kafka.partitions);
+    eprintln!(
+        "[1/4] set-up: topic {} ({} partitions); tables, buckets, indexes bench-{unique}-{{baseline,sink}}, databases bench_{unique}_{{baseline,sink}}",
+        config.kafka.topic, config.kafka.partitions
+    );
     kafka::ensure_topics(&config.kafka).await?;
     processors::init::init_stores(&base).await?;
     processors::init::init_stores(&config).await?;
@@ -293,7 +303,7 @@ async fn main() -> anyhow::Result<()> {
 
     let batch = config.sinks.batch_max_records;
     let mut rows = Vec::new();
-    for name in ["dynamodb", "s3"] {
+    for name in ["dynamodb", "s3", "opensearch", "influxdb"] {
         if args.sink != "all" && args.sink != name {
             continue;
         }
@@ -301,7 +311,9 @@ async fn main() -> anyhow::Result<()> {
         let by_partition = changes_by_partition(&produced, name)?;
         let base_time = match name {
             "dynamodb" => baseline(Arc::new(DynamoDbSink::from_config(&base).await), by_partition, batch).await?,
-            _ => baseline(Arc::new(S3Sink::from_config(&base).await), by_partition, batch).await?,
+            "s3" => baseline(Arc::new(S3Sink::from_config(&base).await), by_partition, batch).await?,
+            "opensearch" => baseline(Arc::new(OpenSearchSink::from_config(&base)?), by_partition, batch).await?,
+            _ => baseline(Arc::new(InfluxDbSink::from_config(&base)?), by_partition, batch).await?,
         };
         let base_rate = total as f64 / base_time.as_secs_f64();
         eprintln!("      {total} records in {:.1} s: {base_rate:.0} records/s", base_time.as_secs_f64());

@@ -32,13 +32,16 @@ struct Cli {
 enum Command {
     /// Serve the ingest HTTP API (the Pants plugin's endpoints).
     Gateway,
-    /// Every role in one process (gateway and every sink), after creating the database,
-    /// topics and stores: the local run.
+    /// Serve the query API (builds, search, workunits, artifacts, indicators) on
+    /// `query.listen`.
+    Query,
+    /// Every role in one process (gateway, every sink, query API), after creating the
+    /// database, topics and stores: the local run.
     All,
     /// Run one sink: consume the builds topic in the sink's own consumer group and write its
     /// store. Run any number of replicas (up to the partition count) to scale out.
     Sink {
-        /// dynamodb or s3.
+        /// dynamodb, s3, opensearch or influxdb.
         #[arg(value_parser = parse_sink)]
         name: SinkName,
         /// Consumer group (default `{sinks.group_prefix}-NAME`). A new group starts from the
@@ -154,6 +157,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     telemetry::init_logging(&config.log);
     match cli.command {
         Command::Gateway => gateway(config).await,
+        Command::Query => query_until(&config, telemetry::shutdown_signal()).await,
         Command::All => {
             init(&config).await?;
             processors::init::init_stores(&config).await?;
@@ -170,13 +174,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .await
             });
+            let query_config = config.clone();
+            let mut query_stop = stop_rx.clone();
+            let query = tokio::spawn(async move {
+                query_until(&query_config, async move {
+                    let _ = query_stop.wait_for(|s| *s).await;
+                })
+                .await
+            });
             let served = gateway_until(config, async move {
                 telemetry::shutdown_signal().await;
                 let _ = stop_tx.send(true);
             })
             .await;
             let sunk = sinks.await.context("sinks task failed")?;
+            let queried = query.await.context("query API task failed")?;
             served?;
+            queried?;
             sunk
         }
         Command::Sink { name, group } => {
@@ -227,6 +241,14 @@ async fn gateway_until(config: Config, shutdown: impl std::future::Future<Output
         shutdown,
     )
     .await
+}
+
+async fn query_until(config: &Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let state = query_api::prepare(config).await?;
+    let listener = tokio::net::TcpListener::bind(&config.query.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (query.listen)", config.query.listen))?;
+    query_api::serve(state, listener, shutdown).await
 }
 
 async fn init(config: &Config) -> anyhow::Result<()> {

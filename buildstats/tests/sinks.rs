@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use buildstats_core::config::Config;
 use buildstats_core::kafka;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use reqwest::Method;
 use serde_json::json;
@@ -54,28 +53,6 @@ async fn send_build(gw: &TestGateway, token: &str, name: &str) -> SentBuild {
 /// Everything the stores hold for this test: items, and objects with their ETags.
 async fn snapshot(stores: &Stores) -> (BTreeMap<String, Item>, BTreeMap<String, (i64, String)>) {
     (stores.items().await, stores.objects("").await)
-}
-
-/// Publish every record of the topic again (same key, value, headers), as a replay or a
-/// producer retry would deliver duplicates.
-async fn republish_topic(config: &Config) -> usize {
-    let records = read_raw(config, &config.kafka.topic).await;
-    let producer: FutureProducer = kafka::producer_config(&config.kafka).unwrap().create().unwrap();
-    for r in &records {
-        let mut h = OwnedHeaders::new();
-        for (k, v) in &r.headers {
-            h = h.insert(Header { key: k, value: Some(v.as_bytes()) });
-        }
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&config.kafka.topic).headers(h);
-        if let Some(k) = &r.key {
-            record = record.key(k.as_bytes());
-        }
-        if let Some(v) = &r.value {
-            record = record.payload(v);
-        }
-        producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
-    }
-    records.len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,6 +24,8 @@ pub struct Config {
     pub aws: AwsConfig,
     pub dynamodb: DynamoDbConfig,
     pub s3: S3Config,
+    pub opensearch: OpenSearchConfig,
+    pub influxdb: InfluxDbConfig,
     pub log: LogConfig,
 }
 
@@ -96,6 +98,13 @@ pub struct GatewayConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct QueryConfig {
     pub listen: String,
+    /// A build without a final report is `RUNNING` while its last sign of life (run start or
+    /// workunits call) is younger than this, `TIMEOUT` after (the plugin's heartbeat is ~1 s).
+    pub running_timeout_seconds: i64,
+    /// Page size of a list when the request gives none (at most 100).
+    pub default_page_size: usize,
+    /// Longest wait for one store call of a query before it answers 503.
+    pub store_timeout_ms: u64,
 }
 
 /// What every sink's consumer shares (`buildstats sink NAME`).
@@ -176,6 +185,39 @@ pub struct S3Config {
     pub force_path_style: bool,
 }
 
+/// The search index (OpenSearch 2.x/3.x, or anything serving its REST API).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenSearchConfig {
+    pub url: String,
+    /// Basic auth; both empty = none.
+    pub username: String,
+    pub password: String,
+    /// The alias the sink writes and the query API reads...
+    pub alias: String,
+    /// ...pointing at index `{alias}-v{index_version}`, created with the mapping of this
+    /// version by `admin init-stores`. A mapping change is a new version, filled by a replay.
+    pub index_version: u32,
+    pub shards: u32,
+    pub replicas: u32,
+}
+
+/// The time series store, over the InfluxDB v1 HTTP API (`/write`, `/query`): InfluxDB 1.x,
+/// 2.x (v1 compatibility endpoints) and 3 all serve it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct InfluxDbConfig {
+    pub url: String,
+    pub database: String,
+    /// Retention policy written to; empty = the database's default.
+    pub retention_policy: String,
+    /// v1 credentials (`u`/`p`); both empty = none.
+    pub username: String,
+    pub password: String,
+    /// A token (InfluxDB 2.x/3), sent as `Authorization: Token ...`; empty = none.
+    pub token: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
@@ -197,6 +239,8 @@ impl Default for Config {
             aws: AwsConfig::default(),
             dynamodb: DynamoDbConfig::default(),
             s3: S3Config::default(),
+            opensearch: OpenSearchConfig::default(),
+            influxdb: InfluxDbConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -257,7 +301,12 @@ impl Default for GatewayConfig {
 
 impl Default for QueryConfig {
     fn default() -> Self {
-        QueryConfig { listen: "127.0.0.1:8081".into() }
+        QueryConfig {
+            listen: "127.0.0.1:8081".into(),
+            running_timeout_seconds: 300,
+            default_page_size: 20,
+            store_timeout_ms: 10_000,
+        }
     }
 }
 
@@ -305,6 +354,40 @@ impl Default for DynamoDbConfig {
 impl Default for S3Config {
     fn default() -> Self {
         S3Config { bucket: "buildstats".into(), endpoint_url: String::new(), prefix: "builds".into(), force_path_style: true }
+    }
+}
+
+impl Default for OpenSearchConfig {
+    fn default() -> Self {
+        OpenSearchConfig {
+            url: "http://127.0.0.1:9200".into(),
+            username: String::new(),
+            password: String::new(),
+            alias: "buildstats-builds".into(),
+            index_version: 1,
+            shards: 1,
+            replicas: 0,
+        }
+    }
+}
+
+impl OpenSearchConfig {
+    /// The versioned index behind the alias.
+    pub fn index(&self) -> String {
+        format!("{}-v{}", self.alias, self.index_version)
+    }
+}
+
+impl Default for InfluxDbConfig {
+    fn default() -> Self {
+        InfluxDbConfig {
+            url: "http://127.0.0.1:8086".into(),
+            database: "buildstats".into(),
+            retention_policy: String::new(),
+            username: String::new(),
+            password: String::new(),
+            token: String::new(),
+        }
     }
 }
 

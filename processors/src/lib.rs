@@ -3,7 +3,7 @@
 //! - [`runtime`]: the consumer-group runtime every sink shares (ordering, batching, offsets,
 //!   retries, dead letters, chunk staging, metrics).
 //! - [`sink`]: the small trait a store implements.
-//! - [`sinks`]: the stores (DynamoDB, S3).
+//! - [`sinks`]: the stores (DynamoDB, S3, OpenSearch, InfluxDB).
 //! - [`init`]: `admin init-stores`; [`redrive`]: `dlq redrive`.
 
 pub mod aws;
@@ -23,6 +23,8 @@ use buildstats_core::telemetry::{ops_router, ReadyCheck};
 use futures::future::BoxFuture;
 use sink::Sink;
 use sinks::dynamodb::DynamoDbSink;
+use sinks::influxdb::InfluxDbSink;
+use sinks::opensearch::OpenSearchSink;
 use sinks::s3::S3Sink;
 use sinks::SinkName;
 use tokio::sync::watch;
@@ -60,6 +62,18 @@ pub async fn run_sinks(
                 let stage = Some(sink.stage());
                 let config = config.clone();
                 tasks.push(Box::pin(async move { runtime::run(&config, sink, &run.group, stage, stop).await }));
+            }
+            SinkName::OpenSearch => {
+                let sink = Arc::new(OpenSearchSink::from_config(config)?);
+                checks.push(ready_check(sink.clone()));
+                let config = config.clone();
+                tasks.push(Box::pin(async move { runtime::run(&config, sink, &run.group, None, stop).await }));
+            }
+            SinkName::InfluxDb => {
+                let sink = Arc::new(InfluxDbSink::from_config(config)?);
+                checks.push(ready_check(sink.clone()));
+                let config = config.clone();
+                tasks.push(Box::pin(async move { runtime::run(&config, sink, &run.group, None, stop).await }));
             }
         }
     }

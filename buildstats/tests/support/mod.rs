@@ -43,8 +43,9 @@ impl Drop for TestBroker {
     }
 }
 
-/// A config of its own: its own broker, topic, dead-letter topic, DynamoDB table, S3 bucket
-/// and consumer groups, with moto from `dev/services up`.
+/// A config of its own: its own broker, topic, dead-letter topic, DynamoDB table, S3 bucket,
+/// OpenSearch alias, InfluxDB database and consumer groups, on the servers of
+/// `dev/services up`.
 pub fn sink_config() -> (Config, TestBroker) {
     let mut config = common::base_config();
     let dir = common::repo_root().join("target/test-brokers").join(uuid::Uuid::new_v4().simple().to_string());
@@ -60,7 +61,16 @@ pub fn sink_config() -> (Config, TestBroker) {
     if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
         panic!("moto (DynamoDB + S3) is not answering on {endpoint}: start it with `dev/services up`");
     }
+    for (name, what, path) in [("BUILDSTATS_OPENSEARCH_URL", "OpenSearch (osmem-server)", "/"), ("BUILDSTATS_INFLUXDB_URL", "InfluxDB", "/ping")] {
+        let url = vars.get(name).cloned().unwrap_or_else(|| panic!("{name} is not set and target/dev/services.env does not name it: run `dev/services up` (it starts {what})"));
+        let answered = std::process::Command::new("curl").args(["-s", "-o", "/dev/null", "--max-time", "3", &format!("{url}{path}")]).status();
+        if !answered.map(|s| s.success()).unwrap_or(false) {
+            panic!("{what} is not answering on {url}: start it with `dev/services up`");
+        }
+    }
     let unique = uuid::Uuid::new_v4().simple().to_string();
+    config.opensearch.alias = format!("bs-test-{unique}");
+    config.influxdb.database = format!("bs_test_{unique}");
     config.dynamodb.table = format!("bs-test-{unique}");
     config.s3.bucket = format!("bs-test-{}", &unique[..24]);
     config.sinks.group_prefix = format!("bs-test-{unique}");
@@ -428,4 +438,82 @@ pub async fn read_raw(config: &Config, topic: &str) -> Vec<RawRecord> {
     })
     .await
     .unwrap()
+}
+
+/// The query API, in this process, on a free port of its own; stopped when dropped.
+pub struct QueryServer {
+    pub url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl QueryServer {
+    pub async fn start(config: &Config) -> QueryServer {
+        let state = query_api::prepare(config).await.expect("query API state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            query_api::serve(state, listener, async move {
+                let _ = rx.await;
+            })
+            .await
+            .expect("query API serves");
+        });
+        QueryServer { url, stop: Some(tx) }
+    }
+
+    /// GET `path` (under the server) with `token`: status, headers and the body bytes.
+    pub async fn get(&self, path: &str, token: &str) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+        self.call(reqwest::Method::GET, path, token).await
+    }
+
+    pub async fn call(&self, method: reqwest::Method, path: &str, token: &str) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+        let mut request = reqwest::Client::new().request(method, format!("{}{path}", self.url));
+        if !token.is_empty() {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("query API answers");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (status, headers, response.bytes().await.unwrap().to_vec())
+    }
+
+    /// GET `path` as JSON, asserting a 200.
+    pub async fn json(&self, path: &str, token: &str) -> serde_json::Value {
+        let (status, _, body) = self.get(path, token).await;
+        assert_eq!(status, 200, "GET {path}: {}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).unwrap_or_else(|e| panic!("GET {path} is not JSON ({e})"))
+    }
+}
+
+impl Drop for QueryServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Publish every record of the topic again (same key, value, headers), as a replay or a
+/// producer retry would deliver duplicates. Returns how many.
+pub async fn republish_topic(config: &Config) -> usize {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let records = read_raw(config, &config.kafka.topic).await;
+    let producer: FutureProducer = kafka::producer_config(&config.kafka).unwrap().create().unwrap();
+    for r in &records {
+        let mut h = OwnedHeaders::new();
+        for (k, v) in &r.headers {
+            h = h.insert(Header { key: k, value: Some(v.as_bytes()) });
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&config.kafka.topic).headers(h);
+        if let Some(k) = &r.key {
+            record = record.key(k.as_bytes());
+        }
+        if let Some(v) = &r.value {
+            record = record.payload(v);
+        }
+        producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+    }
+    records.len()
 }

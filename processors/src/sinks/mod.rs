@@ -6,6 +6,8 @@
 //! its creation in `init_stores`, and a line in ARCHITECTURE.md.
 
 pub mod dynamodb;
+pub mod influxdb;
+pub mod opensearch;
 pub mod s3;
 
 use std::fmt;
@@ -15,15 +17,19 @@ use std::fmt;
 pub enum SinkName {
     DynamoDb,
     S3,
+    OpenSearch,
+    InfluxDb,
 }
 
 impl SinkName {
-    pub const ALL: [SinkName; 2] = [SinkName::DynamoDb, SinkName::S3];
+    pub const ALL: [SinkName; 4] = [SinkName::DynamoDb, SinkName::S3, SinkName::OpenSearch, SinkName::InfluxDb];
 
     pub fn as_str(self) -> &'static str {
         match self {
             SinkName::DynamoDb => dynamodb::NAME,
             SinkName::S3 => s3::NAME,
+            SinkName::OpenSearch => opensearch::NAME,
+            SinkName::InfluxDb => influxdb::NAME,
         }
     }
 

@@ -1,0 +1,237 @@
+//! Encoding of final reports into InfluxDB points (pure: no I/O).
+//!
+//! Measurements, all with the tags `org`, `repo`, `user`, `branch`, `outcome`, `ci`
+//! (`true`/`false`) and the same time:
+//!
+//! | measurement | extra tags | fields |
+//! |---|---|---|
+//! | `builds` | | `count`=1, `run_time_ms`, `workunit_count`, `local_cache_requests`, `local_cache_hits`, `remote_cache_requests`, `remote_cache_hits`, `cache_requests`, `cache_hits`, `cache_hit_ratio` (when requests > 0), `time_saved_ms`, `run_id` |
+//! | `goals` | `goal` | `duration_ms` |
+//! | `rules` | `rule` | `count`, `total_ms`, `max_ms` |
+//!
+//! Tags stay low cardinality (no run id, no machine). A point is identified by measurement +
+//! tags + time, so the time is the build's start (whole milliseconds) plus an offset below
+//! one millisecond derived from the build key ([`point_time_ns`]): two builds never collide,
+//! and a build's points can be found and deleted by their time.
+
+use buildstats_schemas::RunEnded;
+use influxdb_line_protocol::builder::{BeforeMeasurement, LineProtocolBuilder};
+
+use crate::sink::{BuildKey, Rejected};
+
+pub const BUILDS: &str = "builds";
+pub const GOALS: &str = "goals";
+pub const RULES: &str = "rules";
+pub const MEASUREMENTS: [&str; 3] = [BUILDS, GOALS, RULES];
+
+/// FNV-1a, 64 bit: stable across versions and platforms (unlike `std`'s hasher).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// The time of a build's points: its start, truncated to the millisecond, plus
+/// `fnv1a(key) mod 10^6` nanoseconds.
+pub fn point_time_ns(key: &BuildKey, started_at_us: i64) -> i64 {
+    started_at_us.div_euclid(1000) * 1_000_000 + (fnv1a(key.joined().as_bytes()) % 1_000_000) as i64
+}
+
+/// Counters of a run, by the names Pants gives them.
+fn counter(event: &RunEnded, name: &str) -> i64 {
+    event.run.counters.get(name).copied().unwrap_or(0)
+}
+
+/// The run-level indicators, as (field, value) pairs.
+pub struct Indicators {
+    pub local_cache_requests: i64,
+    pub local_cache_hits: i64,
+    pub remote_cache_requests: i64,
+    pub remote_cache_hits: i64,
+    pub time_saved_ms: i64,
+}
+
+impl Indicators {
+    pub fn of(event: &RunEnded) -> Indicators {
+        Indicators {
+            local_cache_requests: counter(event, "local_cache_requests"),
+            local_cache_hits: counter(event, "local_cache_requests_cached"),
+            remote_cache_requests: counter(event, "remote_cache_requests"),
+            remote_cache_hits: counter(event, "remote_cache_requests_cached"),
+            time_saved_ms: counter(event, "local_cache_total_time_saved_ms") + counter(event, "remote_cache_total_time_saved_ms"),
+        }
+    }
+
+    pub fn cache_requests(&self) -> i64 {
+        self.local_cache_requests + self.remote_cache_requests
+    }
+
+    pub fn cache_hits(&self) -> i64 {
+        self.local_cache_hits + self.remote_cache_hits
+    }
+}
+
+fn tags<'a>(key: &'a BuildKey, event: &'a RunEnded) -> Vec<(&'static str, &'a str)> {
+    let ci = if event.run.ci.is_some() { "true" } else { "false" };
+    // Line protocol has no empty tag values: an absent branch is an absent tag.
+    [("org", key.org.as_str()), ("repo", key.repo.as_str()), ("user", event.run.user.as_str()), ("branch", event.run.branch.as_deref().unwrap_or("")), ("outcome", event.run.outcome.as_str()), ("ci", ci)]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .collect()
+}
+
+enum Field<'a> {
+    I(i64),
+    F(f64),
+    S(&'a str),
+}
+
+fn line(
+    lp: LineProtocolBuilder<Vec<u8>, BeforeMeasurement>,
+    measurement: &str,
+    tags: &[(&str, &str)],
+    fields: &[(&str, Field<'_>)],
+    time: i64,
+) -> LineProtocolBuilder<Vec<u8>, BeforeMeasurement> {
+    let mut m = lp.measurement(measurement);
+    for (k, v) in tags {
+        m = m.tag(k, v);
+    }
+    let (first, rest) = fields.split_first().expect("a point has a field");
+    let mut f = match &first.1 {
+        Field::I(v) => m.field(first.0, *v),
+        Field::F(v) => m.field(first.0, *v),
+        Field::S(v) => m.field(first.0, *v),
+    };
+    for (k, v) in rest {
+        f = match v {
+            Field::I(v) => f.field(k, *v),
+            Field::F(v) => f.field(k, *v),
+            Field::S(v) => f.field(k, *v),
+        };
+    }
+    f.timestamp(time).close_line()
+}
+
+/// The points of a final report, in line protocol (nanosecond precision).
+pub fn final_report(key: &BuildKey, event: &RunEnded) -> Result<Vec<u8>, Rejected> {
+    let run = &event.run;
+    if (run.org.as_str(), run.repo.as_str(), run.run_id.as_str()) != (key.org.as_str(), key.repo.as_str(), key.run_id.as_str()) {
+        return Err(Rejected(format!("run record names {}/{}/{} but the record is keyed {}", run.org, run.repo, run.run_id, key.joined())));
+    }
+    let time = point_time_ns(key, run.started_at);
+    let tags = tags(key, event);
+    let ind = Indicators::of(event);
+    let mut fields = vec![("count", Field::I(1)), ("workunit_count", Field::I(i64::from(event.workunit_count)))];
+    if let Some(ms) = run.run_time_ms {
+        fields.push(("run_time_ms", Field::I(ms)));
+    }
+    fields.extend([
+        ("local_cache_requests", Field::I(ind.local_cache_requests)),
+        ("local_cache_hits", Field::I(ind.local_cache_hits)),
+        ("remote_cache_requests", Field::I(ind.remote_cache_requests)),
+        ("remote_cache_hits", Field::I(ind.remote_cache_hits)),
+        ("cache_requests", Field::I(ind.cache_requests())),
+        ("cache_hits", Field::I(ind.cache_hits())),
+        ("time_saved_ms", Field::I(ind.time_saved_ms)),
+        ("run_id", Field::S(&key.run_id)),
+    ]);
+    if ind.cache_requests() > 0 {
+        fields.push(("cache_hit_ratio", Field::F(ind.cache_hits() as f64 / ind.cache_requests() as f64)));
+    }
+    let mut lp = line(LineProtocolBuilder::new(), BUILDS, &tags, &fields, time);
+    for goal in &event.goal_timings {
+        if goal.goal.is_empty() {
+            continue;
+        }
+        let mut goal_tags = tags.clone();
+        goal_tags.push(("goal", goal.goal.as_str()));
+        lp = line(lp, GOALS, &goal_tags, &[("duration_ms", Field::I(goal.duration_ms))], time);
+    }
+    for rule in &event.rule_timings {
+        if rule.name.is_empty() {
+            continue;
+        }
+        let mut rule_tags = tags.clone();
+        rule_tags.push(("rule", rule.name.as_str()));
+        let fields = [("count", Field::I(rule.count)), ("total_ms", Field::I(rule.total_ms)), ("max_ms", Field::I(rule.max_ms))];
+        lp = line(lp, RULES, &rule_tags, &fields, time);
+    }
+    Ok(lp.build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use buildstats_schemas::{BlobRef, CiInfo, EventHeader, GoalTiming, RuleTiming, RunRecord};
+    use std::collections::BTreeMap;
+
+    fn ended(run_id: &str, branch: Option<&str>, counters: &[(&str, i64)]) -> (BuildKey, RunEnded) {
+        let key = BuildKey { org: "acme".into(), repo: "rocket".into(), run_id: run_id.into() };
+        let run = RunRecord {
+            run_id: run_id.into(),
+            org: "acme".into(),
+            repo: "rocket".into(),
+            user: "ada lovelace".into(),
+            machine: None,
+            buildroot: None,
+            branch: branch.map(String::from),
+            revision: None,
+            goals: vec!["test".into()],
+            specs: vec![],
+            cmd_line: None,
+            outcome: "SUCCESS".into(),
+            started_at: 1_700_000_000_123_456,
+            datetime: None,
+            run_time_ms: Some(2_500),
+            pants_version: None,
+            plugin_version: None,
+            stats_version: None,
+            ci: Some(CiInfo { provider: "github".into(), run_type: "branch".into(), pull_request: None, job_name: None, build_num: None, build_url: None, ref_name: None, username: None, sha1: None }),
+            counters: counters.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
+            source: "plugin".into(),
+        };
+        let header = EventHeader { event_id: "e".into(), org: "acme".into(), repo: "rocket".into(), run_id: run_id.into(), request_id: "q".into(), emitted_at: 0 };
+        let blob = BlobRef { blob_id: "b".into(), kind: "final_document".into(), content_type: "application/json".into(), size: 0, sha256: String::new(), chunk_count: 0, inline: None };
+        let event = RunEnded {
+            header,
+            run,
+            final_document: blob,
+            workunit_count: 7,
+            via: "run_end".into(),
+            goal_timings: vec![GoalTiming { goal: "test".into(), duration_ms: 2_000 }],
+            rule_timings: vec![RuleTiming { name: "pants.core.goals.test.run_tests".into(), count: 3, total_ms: 900, max_ms: 500 }],
+        };
+        (key, event)
+    }
+
+    #[test]
+    fn a_build_has_one_time_unique_to_it_within_its_start_millisecond() {
+        let (a, _) = ended("run_a", None, &[]);
+        let (b, _) = ended("run_b", None, &[]);
+        let ta = point_time_ns(&a, 1_700_000_000_123_456);
+        assert_eq!(ta / 1_000_000, 1_700_000_000_123, "the start millisecond is kept");
+        assert_eq!(ta, point_time_ns(&a, 1_700_000_000_123_999), "same build, same time");
+        assert_ne!(ta, point_time_ns(&b, 1_700_000_000_123_456), "another build, another time");
+        // Stable across releases: points written by an older build must stay addressable.
+        // (the published FNV-1a 64 test vectors)
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn final_reports_become_escaped_points_with_cache_indicators() {
+        let (key, event) = ended("run_a", Some("feature/x y"), &[("local_cache_requests", 10), ("local_cache_requests_cached", 4), ("remote_cache_requests", 10), ("remote_cache_requests_cached", 1), ("local_cache_total_time_saved_ms", 70)]);
+        let text = String::from_utf8(final_report(&key, &event).unwrap()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        let t = point_time_ns(&key, event.run.started_at);
+        assert!(lines[0].starts_with(r"builds,org=acme,repo=rocket,user=ada\ lovelace,branch=feature/x\ y,outcome=SUCCESS,ci=true "), "{}", lines[0]);
+        assert!(lines[0].contains("cache_requests=20i,cache_hits=5i,time_saved_ms=70i,run_id=\"run_a\",cache_hit_ratio=0.25"), "{}", lines[0]);
+        assert!(lines[0].ends_with(&format!(" {t}")));
+        assert!(lines[1].starts_with("goals,") && lines[1].contains(",goal=test duration_ms=2000i"), "{}", lines[1]);
+        assert!(lines[2].contains(",rule=pants.core.goals.test.run_tests count=3i,total_ms=900i,max_ms=500i"), "{}", lines[2]);
+        let (_, no_branch) = ended("run_a", None, &[]);
+        let text = String::from_utf8(final_report(&key, &no_branch).unwrap()).unwrap();
+        assert!(!text.contains("branch="), "no empty tags: {text}");
+        assert!(!text.contains("cache_hit_ratio"), "no ratio without requests: {text}");
+    }
+}
