@@ -210,7 +210,7 @@ async fn a_build_sent_by_the_plugin_is_found_opened_and_counted_through_the_quer
     let artifacts = q.json(&format!("{base}{}/artifacts/", run["A"]), &token).await;
     assert_eq!(artifacts["total"], 2, "{artifacts}");
     for (name, content, content_type) in [("pants_run_log", &log, "text/plain"), ("coverage_xml", &coverage, "application/xml")] {
-        let a = artifacts["results"].as_array().unwrap().iter().find(|a| a["name"] == name).unwrap_or_else(|| panic!("{name} in {artifacts}"));
+        let a = artifacts["results"].as_array().unwrap().iter().find(|a| a["name"] == name || a["descriptor_name"] == name).unwrap_or_else(|| panic!("{name} in {artifacts}"));
         let (status, headers, body) = q.get(a["link"].as_str().unwrap(), &token).await;
         assert_eq!(status, 200, "{name}");
         assert_eq!(&body, content, "{name}: byte for byte");
@@ -223,13 +223,14 @@ async fn a_build_sent_by_the_plugin_is_found_opened_and_counted_through_the_quer
     // local_cache_requests / _cached / _total_time_saved_ms):
     //   day 1: A 30 841 ms (1132 / 1096 / 328 764), B 25 920 (574 / 558 / 68 052), C 24 100 (250 / 224 / 88 217)
     //   day 2: D 9 661 (125 / 108 / 0), E 100 632 (no counters)
-    // InfluxQL percentile is nearest rank: the value at floor(n * p / 100 + 0.5) of the sorted values.
+    // InfluxQL percentile is nearest rank: the value at floor(n * p / 100 + 0.5) of the sorted values;
+    // the hit ratio is hits / requests to six decimals (1878 / 1956 = 0.9601227).
     let ind = q.json(&format!("{base}indicators/?earliest=2026-11-02&latest=2026-11-04&interval=1d"), &token).await;
     assert_eq!(
         ind["results"],
         json!([
             {"time": "2026-11-02T00:00:00Z", "group": null, "build_count": 3, "run_time_p50_ms": 25920, "run_time_p95_ms": 30841,
-             "cache_requests": 1956, "cache_hits": 1878, "cache_hit_ratio": 1878.0 / 1956.0, "time_saved_ms": 485033},
+             "cache_requests": 1956, "cache_hits": 1878, "cache_hit_ratio": 0.960123, "time_saved_ms": 485033},
             {"time": "2026-11-03T00:00:00Z", "group": null, "build_count": 2, "run_time_p50_ms": 9661, "run_time_p95_ms": 100632,
              "cache_requests": 125, "cache_hits": 108, "cache_hit_ratio": 0.864, "time_saved_ms": 0},
         ]),

@@ -131,8 +131,9 @@ pub fn points(answer: &Value, p: &IndicatorParams) -> Vec<Value> {
             let Some(time) = get("time").as_i64() else { continue };
             let requests = get("cache_requests").as_i64();
             let hits = get("cache_hits").as_i64();
+            // Six decimals: plenty for a ratio, and the same number in every JSON parser.
             let ratio = match (hits, requests) {
-                (Some(h), Some(r)) if r > 0 => json!(h as f64 / r as f64),
+                (Some(h), Some(r)) if r > 0 => json!((h as f64 / r as f64 * 1e6).round() / 1e6),
                 _ => Value::Null,
             };
             let point = json!({
