@@ -34,14 +34,19 @@ struct Args {
     #[arg(long, default_value_t = 100_000)]
     builds: usize,
     /// Requests per query kind (and as many direct store queries).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 100)]
     requests: usize,
     #[arg(long, default_value = "target/release/buildstats")]
     bin: PathBuf,
+    /// Builds sent through the gateway for the freshness measure.
+    #[arg(long, default_value_t = 30)]
+    fresh: usize,
+    #[arg(long, default_value = "../shared/fixtures/pants-runs")]
+    fixtures: PathBuf,
 }
 
 const USERS: usize = 40;
-const BRANCHES: usize = 150;
+const BRANCHES_PER_USER: u64 = 4;
 const GOALS: [&str; 6] = ["test", "lint", "check", "fmt", "package", "run"];
 const DAYS: i64 = 90;
 
@@ -66,6 +71,7 @@ fn blob() -> BlobRef {
 
 fn build(org: &str, repo: &str, i: usize, now_us: i64, rng: &mut Rng) -> (BuildKey, RunEnded) {
     let run_id = format!("pants_run_bench_{i:07}");
+    let user = rng.below(USERS as u64);
     let started_at = now_us - (rng.below((DAYS * 86_400) as u64) as i64) * 1_000_000 - rng.below(1_000_000) as i64;
     let outcome = match rng.below(20) {
         0..=15 => "SUCCESS",
@@ -97,10 +103,11 @@ fn build(org: &str, repo: &str, i: usize, now_us: i64, rng: &mut Rng) -> (BuildK
         run_id: run_id.clone(),
         org: org.into(),
         repo: repo.into(),
-        user: format!("user{}", rng.below(USERS as u64)),
+        user: format!("user{user}"),
         machine: Some(format!("host{}", rng.below(60))),
         buildroot: None,
-        branch: Some(format!("feature/branch-{}", rng.below(BRANCHES as u64))),
+        // Like a real repo: a third of the builds on main, the rest on a few branches per user.
+        branch: Some(if rng.below(3) == 0 { "main".to_string() } else { format!("user{user}/feature-{}", rng.below(BRANCHES_PER_USER)) }),
         revision: Some(format!("{:040x}", rng.next())),
         cmd_line: Some(format!("pants {} src/python/project{}::", goals.join(" "), rng.below(300))),
         goals: goals.clone(),
@@ -150,6 +157,16 @@ where
     Ok(Latency { p50: percentile(&ms, 50.0), p99: percentile(&ms, 99.0) })
 }
 
+/// One API request, refused unless 2xx, body read to the end.
+async fn api_call(http: reqwest::Client, method: reqwest::Method, url: String, token: String) -> anyhow::Result<()> {
+    let r = http.request(method, &url).bearer_auth(&token).send().await?;
+    if !r.status().is_success() {
+        bail!("{url}: {}", r.status());
+    }
+    r.bytes().await?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -160,7 +177,7 @@ async fn main() -> anyhow::Result<()> {
     let org = format!("bench{unique}");
     let repo = "repo".to_string();
 
-    eprintln!("[1/4] set-up: index {} and database {}", config.opensearch.index(), config.influxdb.database);
+    eprintln!("[1/5] set-up: index {} and database {}", config.opensearch.index(), config.influxdb.database);
     db::migrate(&config.postgres).await.context("postgres migrations (is `dev/services up` running?)")?;
     let search = search_sink::client(&config)?;
     search_sink::index::ensure_index(&search, &config.opensearch).await?;
@@ -170,7 +187,7 @@ async fn main() -> anyhow::Result<()> {
     let auth = Authenticator::new(&config.auth, pool)?;
     let token = auth.create_token(&Slug::parse("org", &org)?, &Slug::parse("repo", &repo)?, Scope::Read, false, "query-bench", Some(1)).await?.token;
 
-    eprintln!("[2/4] generating {} builds into the index (_bulk) and the time series (/write)", args.builds);
+    eprintln!("[2/5] generating {} builds into the index (_bulk) and the time series (/write)", args.builds);
     let started = Instant::now();
     let now_us = chrono::Utc::now().timestamp_micros();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
@@ -198,7 +215,7 @@ async fn main() -> anyhow::Result<()> {
     }
     search.call(Method::Post, &format!("/{}/_refresh", config.opensearch.alias), None, false).await?;
 
-    eprintln!("[3/4] query API on a free port");
+    eprintln!("[3/5] query API on a free port");
     let state = query_api::prepare(&config).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
@@ -221,7 +238,7 @@ async fn main() -> anyhow::Result<()> {
         cursors.push(next.clone().context("a next page")?);
     }
 
-    eprintln!("[4/4] {} requests per kind through the API, and the same store queries directly", args.requests);
+    eprintln!("[4/5] {} requests per kind through the API, and the same store queries directly", args.requests);
     let now_ms = chrono::Utc::now().timestamp_millis();
     let timeout_ms = config.query.running_timeout_seconds * 1000;
     let kinds: Vec<(&str, Box<dyn Fn(usize) -> String>)> = vec![
@@ -238,20 +255,7 @@ async fn main() -> anyhow::Result<()> {
         query_api::search::list_body(&org, &repo, &params, now_ms, timeout_ms).expect("body")
     };
     for (name, query) in &kinds {
-        let api = time_all(args.requests, |i| {
-            let u = format!("{base}?{}", query(i));
-            let http = http.clone();
-            let token = token.clone();
-            async move {
-                let r = http.get(&u).bearer_auth(&token).send().await?;
-                if !r.status().is_success() {
-                    bail!("{u}: {}", r.status());
-                }
-                r.bytes().await?;
-                Ok(())
-            }
-        })
-        .await?;
+        let api = time_all(args.requests, |i| api_call(http.clone(), reqwest::Method::GET, format!("{base}?{}", query(i)), token.clone())).await?;
         let direct = time_all(args.requests, |i| {
             let body = direct_search(query(i));
             let search = search.clone();
@@ -272,20 +276,7 @@ async fn main() -> anyhow::Result<()> {
         ("indicators (90 days, 1d)", format!("earliest={}&interval=1d", now_ms - DAYS * 86_400_000)),
         ("indicators (90 days, 1d, by user)", format!("earliest={}&interval=1d&group_by=user", now_ms - DAYS * 86_400_000)),
     ] {
-        let api = time_all(args.requests, |_| {
-            let u = format!("{base}indicators/?{query}");
-            let http = http.clone();
-            let token = token.clone();
-            async move {
-                let r = http.get(&u).bearer_auth(&token).send().await?;
-                if !r.status().is_success() {
-                    bail!("{u}: {}", r.status());
-                }
-                r.bytes().await?;
-                Ok(())
-            }
-        })
-        .await?;
+        let api = time_all(args.requests, |_| api_call(http.clone(), reqwest::Method::GET, format!("{base}indicators/?{query}"), token.clone())).await?;
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&query)?;
         let p = query_api::indicators::params(&pairs, now_ms).map_err(|e| anyhow::anyhow!(e.to_string()))?;
         let statement = query_api::indicators::statement(&org, &repo, &p);
@@ -303,33 +294,16 @@ async fn main() -> anyhow::Result<()> {
     }
     let facet = time_all(args.requests, |i| {
         let field = ["user", "branch", "outcome", "goals"][i % 4];
-        let u = format!("{base}?field={field}");
-        let http = http.clone();
-        let token = token.clone();
-        async move {
-            let r = http.request(reqwest::Method::OPTIONS, &u).bearer_auth(&token).send().await?;
-            if !r.status().is_success() {
-                bail!("{u}: {}", r.status());
-            }
-            r.bytes().await?;
-            Ok(())
-        }
+        api_call(http.clone(), reqwest::Method::OPTIONS, format!("{base}?field={field}"), token.clone())
     })
     .await?;
     let suggest = time_all(args.requests, |i| {
-        let u = format!("{base}suggest/?q={}", ["feat", "user1", "pants te", "pants li"][i % 4]);
-        let http = http.clone();
-        let token = token.clone();
-        async move {
-            let r = http.get(&u).bearer_auth(&token).send().await?;
-            if !r.status().is_success() {
-                bail!("{u}: {}", r.status());
-            }
-            r.bytes().await?;
-            Ok(())
-        }
+        let q = ["mai", "user1", "pants%20te", "pants%20li"][i % 4];
+        api_call(http.clone(), reqwest::Method::GET, format!("{base}suggest/?q={q}"), token.clone())
     })
     .await?;
+    eprintln!("[5/5] freshness: {} run ends through the gateway, until the API finds and counts each", args.fresh);
+    let fresh = freshness(&args, &config, &auth, &org, &repo, &base, &token, &http).await?;
 
     println!();
     println!("query-bench: {} builds in one repo, {} sequential requests per kind", args.builds, args.requests);
@@ -345,6 +319,113 @@ async fn main() -> anyhow::Result<()> {
         worst = worst.max(l.p99);
     }
     println!();
+    println!(
+        "freshness (run end acknowledged -> visible through the API), {} builds: in search p50 {:.0} ms, max {:.0} ms; in indicators p50 {:.0} ms, max {:.0} ms",
+        args.fresh, fresh.0.p50, fresh.0.p99, fresh.1.p50, fresh.1.p99
+    );
+    println!();
     println!("target: p99 <= 100 ms for list, search and indicators: {} (worst p99 {worst:.1} ms)", if worst <= 100.0 { "met" } else { "NOT met" });
     Ok(())
+}
+
+/// A sink process of the release binary, stopped when dropped.
+struct SinkProcess(std::process::Child);
+
+impl Drop for SinkProcess {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
+}
+
+/// Run ends through an in-process gateway to the OpenSearch and InfluxDB sink processes:
+/// how long after the 201 each build is the newest in the list, and counted in the indicators.
+#[allow(clippy::too_many_arguments)]
+async fn freshness(
+    args: &Args,
+    config: &buildstats_core::config::Config,
+    auth: &Authenticator,
+    org: &str,
+    repo: &str,
+    base: &str,
+    token: &str,
+    http: &reqwest::Client,
+) -> anyhow::Result<(Latency, Latency)> {
+    buildstats_core::kafka::ensure_topics(&config.kafka).await?;
+    let ingest = auth.create_token(&Slug::parse("org", org)?, &Slug::parse("repo", repo)?, Scope::Ingest, false, "query-bench", Some(1)).await?.token;
+    let state = ingest_gateway::prepare(config).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let gateway = format!("http://{}/api/v1/repos/{org}/{repo}/buildsense", listener.local_addr()?);
+    tokio::spawn(ingest_gateway::serve(state, listener, std::time::Duration::from_secs(5), std::future::pending()));
+    let mut sinks = Vec::new();
+    for name in ["opensearch", "influxdb"] {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut c = config.clone();
+        c.sinks.listen = format!("127.0.0.1:{port}");
+        c.sinks.group_prefix = format!("query-bench-{}", uuid::Uuid::new_v4().simple());
+        c.log.level = "warn".into();
+        let child = std::process::Command::new(&args.bin)
+            .args(["sink", name])
+            .envs(c.to_env())
+            .env("BUILDSTATS_ENV_FILE", "/nonexistent")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", args.bin.display()))?;
+        sinks.push(SinkProcess(child));
+        let ready = format!("http://127.0.0.1:{port}/readyz");
+        let deadline = Instant::now() + std::time::Duration::from_secs(60);
+        while !http.get(&ready).send().await.map(|r| r.status().is_success()).unwrap_or(false) {
+            if Instant::now() > deadline {
+                bail!("the {name} sink was not ready within 60 s");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    let template: Value = serde_json::from_slice(&std::fs::read(args.fixtures.join("sample3.json")).context("fixture sample3.json")?)?;
+    let indicators = |since_ms: i64| format!("{base}indicators/?earliest={since_ms}&interval=1h");
+    let count_since = |answer: &Value| answer["results"].as_array().map(|r| r.iter().filter_map(|p| p["build_count"].as_i64()).sum::<i64>()).unwrap_or(0);
+    let since_ms = chrono::Utc::now().timestamp_millis() - 1000;
+    let mut counted_before = count_since(&http.get(indicators(since_ms)).bearer_auth(token).send().await?.json().await?);
+    let (mut in_search, mut in_indicators) = (Vec::new(), Vec::new());
+    for i in 0..args.fresh {
+        let run_id = format!("pants_run_fresh_{}_{i}", uuid::Uuid::new_v4().simple());
+        let mut doc = template.clone();
+        doc["run_info"]["id"] = json!(run_id);
+        doc["run_info"]["timestamp"] = json!(chrono::Utc::now().timestamp_micros() as f64 / 1e6);
+        let response = http.patch(format!("{gateway}/{run_id}/")).bearer_auth(&ingest).json(&doc).send().await?;
+        if response.status().as_u16() != 201 {
+            bail!("run end answered {}: {}", response.status(), response.text().await.unwrap_or_default());
+        }
+        let acknowledged = Instant::now();
+        let (mut searched, mut counted) = (None, None);
+        while searched.is_none() || counted.is_none() {
+            if acknowledged.elapsed() > std::time::Duration::from_secs(60) {
+                bail!("build {run_id} was not visible through the API within 60 s");
+            }
+            if searched.is_none() {
+                let page: Value = http.get(format!("{base}?page_size=1")).bearer_auth(token).send().await?.json().await?;
+                if page["results"][0]["run_id"] == json!(run_id) {
+                    searched = Some(acknowledged.elapsed());
+                }
+            }
+            if counted.is_none() {
+                let n = count_since(&http.get(indicators(since_ms)).bearer_auth(token).send().await?.json().await?);
+                if n > counted_before {
+                    counted = Some(acknowledged.elapsed());
+                    counted_before = n;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        in_search.push(searched.unwrap_or_default().as_secs_f64() * 1000.0);
+        in_indicators.push(counted.unwrap_or_default().as_secs_f64() * 1000.0);
+    }
+    let summarize = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        Latency { p50: percentile(&v, 50.0), p99: *v.last().unwrap_or(&0.0) }
+    };
+    let out = (summarize(in_search), summarize(in_indicators));
+    eprintln!("      in search p50 {:.0} ms (max {:.0}); in indicators p50 {:.0} ms (max {:.0})", out.0.p50, out.0.p99, out.1.p50, out.1.p99);
+    drop(sinks);
+    Ok(out)
 }

@@ -45,7 +45,7 @@ struct Args {
     /// Builds to pre-fill (each a run start and a run end: two records).
     #[arg(long, default_value_t = 2000)]
     builds: usize,
-    /// dynamodb, s3, opensearch, influxdb or all.
+    /// dynamodb, s3, opensearch, influxdb (comma-separated) or all.
     #[arg(long, default_value = "all")]
     sink: String,
     #[arg(long, default_value = "target/release/buildstats")]
@@ -304,7 +304,7 @@ async fn main() -> anyhow::Result<()> {
     let batch = config.sinks.batch_max_records;
     let mut rows = Vec::new();
     for name in ["dynamodb", "s3", "opensearch", "influxdb"] {
-        if args.sink != "all" && args.sink != name {
+        if args.sink != "all" && !args.sink.split(',').any(|s| s.trim() == name) {
             continue;
         }
         eprintln!("[3/4] {name}: baseline (Sink::write from memory, batches of {batch}, partitions concurrently)");

@@ -54,6 +54,11 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Per-repo retention policies, and the worker that applies them.
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
     /// Set-up and tenancy administration.
     Admin {
         #[command(subcommand)]
@@ -86,7 +91,8 @@ enum AdminCommand {
     Migrate,
     /// Migrations, then the Kafka topics (idempotent).
     Init,
-    /// Create the sinks' stores: the DynamoDB table and the S3 bucket (idempotent).
+    /// Create the sinks' stores: the DynamoDB table, the S3 bucket, the OpenSearch index and
+    /// alias, the InfluxDB database (idempotent).
     InitStores,
     /// Long-lived tokens.
     Token {
@@ -126,6 +132,45 @@ enum TokenCommand {
     Revoke {
         #[arg(long)]
         jid: uuid::Uuid,
+    },
+}
+
+#[derive(Subcommand)]
+enum RetentionCommand {
+    /// Create or replace a repo's policy: builds older than DAYS are deleted from every store,
+    /// checked every PERIOD minutes. A dry run (the default) only counts what would go.
+    Set {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        repo: String,
+        #[arg(long, value_parser = clap::value_parser!(i32).range(1..=36500))]
+        days: i32,
+        #[arg(long, value_parser = clap::value_parser!(i32).range(1..=525600))]
+        period: i32,
+        /// Really delete (publish tombstones); without it the policy is a dry run.
+        #[arg(long)]
+        no_dry_run: bool,
+    },
+    /// Show every policy, or one repo's.
+    Show {
+        #[arg(long, requires = "repo")]
+        org: Option<String>,
+        #[arg(long, requires = "org")]
+        repo: Option<String>,
+    },
+    /// Remove a repo's policy (its builds are then kept forever).
+    Unset {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        repo: String,
+    },
+    /// The worker: every tick, a pass of each due policy (replicas share the policies).
+    Run {
+        /// One tick, then exit with a summary.
+        #[arg(long)]
+        once: bool,
     },
 }
 
@@ -201,6 +246,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             processors::redrive::redrive(&config, sink).await.map(|_| ())
         }
         Command::Admin { command } => admin(config, command).await,
+        Command::Retention { command } => retention(config, command).await,
         Command::Config { command: ConfigCommand::Env } => {
             for var in env_variables() {
                 println!("{}={}", var.name, var.default);
@@ -249,6 +295,72 @@ async fn query_until(config: &Config, shutdown: impl std::future::Future<Output 
         .await
         .with_context(|| format!("cannot listen on {} (query.listen)", config.query.listen))?;
     query_api::serve(state, listener, shutdown).await
+}
+
+fn show_policy(p: &buildstats_core::retention::Policy) -> String {
+    let last = match (p.last_run_at, p.last_run_builds, p.last_run_dry) {
+        (Some(at), Some(n), Some(dry)) => format!("last pass {} ({n} builds{})", at.format("%Y-%m-%d %H:%M:%S UTC"), if dry { ", dry run" } else { " tombstoned" }),
+        _ => "no pass yet".into(),
+    };
+    format!(
+        "{}/{}: keep {} days, check every {} min, {}; {last}",
+        p.org,
+        p.repo,
+        p.retention_days,
+        p.period_minutes,
+        if p.dry_run { "DRY RUN (nothing is deleted; --no-dry-run to delete)" } else { "deleting" }
+    )
+}
+
+async fn retention(config: Config, command: RetentionCommand) -> anyhow::Result<()> {
+    use buildstats_core::retention as policies;
+    if let RetentionCommand::Run { once } = command {
+        let passes = processors::retention::run(&config, once, telemetry::shutdown_signal()).await?;
+        if once {
+            let builds: usize = passes.iter().map(|p| p.builds).sum();
+            for p in &passes {
+                let verb = if p.dry_run { "would delete (dry run)" } else { "tombstoned" };
+                eprintln!("{}/{}: {verb} {} builds older than {}{}", p.org, p.repo, p.builds, chrono_ms(p.cutoff_ms), if p.more { " (more left for the next pass)" } else { "" });
+            }
+            eprintln!("retention: {} policies due, {builds} builds", passes.len());
+        }
+        return Ok(());
+    }
+    let pool = db::connect(&config.postgres).await?;
+    db::check_migrated(&pool).await?;
+    match command {
+        RetentionCommand::Set { org, repo, days, period, no_dry_run } => {
+            let (org, repo) = (Slug::parse("org", &org)?, Slug::parse("repo", &repo)?);
+            let p = policies::set(&pool, &org, &repo, days, period, !no_dry_run).await?;
+            println!("{}", show_policy(&p));
+        }
+        RetentionCommand::Show { org, repo } => {
+            let shown = match (org, repo) {
+                (Some(o), Some(r)) => policies::show(&pool, Some((&Slug::parse("org", &o)?, &Slug::parse("repo", &r)?))).await?,
+                _ => policies::show(&pool, None).await?,
+            };
+            if shown.is_empty() {
+                println!("no retention policies: every build is kept");
+            }
+            for p in shown {
+                println!("{}", show_policy(&p));
+            }
+        }
+        RetentionCommand::Unset { org, repo } => {
+            let (org, repo) = (Slug::parse("org", &org)?, Slug::parse("repo", &repo)?);
+            if policies::unset(&pool, &org, &repo).await? {
+                println!("{org}/{repo}: policy removed; its builds are kept");
+            } else {
+                bail!("{org}/{repo} has no retention policy (`buildstats retention show` lists them)");
+            }
+        }
+        RetentionCommand::Run { .. } => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+fn chrono_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_else(|| ms.to_string())
 }
 
 async fn init(config: &Config) -> anyhow::Result<()> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use buildstats_core::tokens::Scope;
 use reqwest::Method;
 use serde_json::{json, Value};
-use support::common::{fixtures_dir, new_run_id, send_artifacts, send_doc, status_json, TestGateway};
+use support::common::{fixtures_dir, new_run_id, send_artifacts, send_doc, status_json};
 use support::*;
 
 const CATCH_UP: Duration = Duration::from_secs(240);
@@ -21,34 +21,6 @@ const DAY2: f64 = DAY1 + 86_400.0;
 
 fn group(config: &buildstats_core::config::Config, sink: &str) -> String {
     format!("{}-{sink}", config.sinks.group_prefix)
-}
-
-/// Send a fixture as the plugin would (run start, then run end unless `start_only`), with a
-/// fresh run id and the given start time. Returns the run id and the document sent.
-async fn send_fixture(gw: &TestGateway, token: &str, name: &str, timestamp: f64, start_only: bool) -> (String, Vec<u8>) {
-    let bytes = std::fs::read(fixtures_dir().join(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"));
-    let mut doc: Value = serde_json::from_slice(&bytes).unwrap();
-    let run_id = new_run_id();
-    doc["run_info"]["id"] = json!(run_id);
-    doc["run_info"]["timestamp"] = json!(timestamp);
-    let doc = serde_json::to_vec(&doc).unwrap();
-    let c = reqwest::Client::new();
-    let url = gw.url(&format!("{run_id}/"));
-    let steps: &[(Method, &str)] = if start_only { &[(Method::POST, "run start")] } else { &[(Method::POST, "run start"), (Method::PATCH, "run end")] };
-    for (method, what) in steps {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let (status, body, _) = status_json(send_doc(&c, method.clone(), &url, token, &doc).await).await;
-            if status == 503 && attempt < 6 {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                continue;
-            }
-            assert_eq!(status, 201, "{what} of {name}: {body}");
-            break;
-        }
-    }
-    (run_id, doc)
 }
 
 /// The run ids of every page of a list, following `next_cursor`; asserts `total` on each.
@@ -319,17 +291,7 @@ async fn pagination_over_1000_builds_visits_each_exactly_once() {
         let c = c.clone();
         let url = gw.url(&format!("{id}/"));
         let token = token.clone();
-        async move {
-            for attempt in 1..=6 {
-                let (status, body, _) = status_json(send_doc(&c, Method::PATCH, &url, &token, doc).await).await;
-                if status == 503 && attempt < 6 {
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                    continue;
-                }
-                assert_eq!(status, 201, "{body}");
-                break;
-            }
-        }
+        async move { send_accepted(&c, Method::PATCH, &url, &token, doc, "run end").await }
     });
     use futures::StreamExt;
     sends.buffer_unordered(16).collect::<Vec<()>>().await;

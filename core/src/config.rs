@@ -26,6 +26,7 @@ pub struct Config {
     pub s3: S3Config,
     pub opensearch: OpenSearchConfig,
     pub influxdb: InfluxDbConfig,
+    pub retention: RetentionConfig,
     pub log: LogConfig,
 }
 
@@ -185,6 +186,23 @@ pub struct S3Config {
     pub force_path_style: bool,
 }
 
+/// The retention worker (`buildstats retention run`); policies themselves live in Postgres.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Probes and metrics of the worker.
+    pub listen: String,
+    /// How often the worker looks for due policies.
+    pub tick_seconds: u64,
+    /// Most builds one pass of one policy turns into tombstones (the rest wait for the next
+    /// period): bounds a pass's time and the burst on the topic.
+    pub max_builds_per_pass: usize,
+    /// A replica's hold on a policy during its pass; a crashed replica's lease runs out.
+    pub lease_seconds: i64,
+    /// This replica's name in leases (pod name); empty = host name and process id.
+    pub instance_id: String,
+}
+
 /// The search index (OpenSearch 2.x/3.x, or anything serving its REST API).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -241,6 +259,7 @@ impl Default for Config {
             s3: S3Config::default(),
             opensearch: OpenSearchConfig::default(),
             influxdb: InfluxDbConfig::default(),
+            retention: RetentionConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -354,6 +373,18 @@ impl Default for DynamoDbConfig {
 impl Default for S3Config {
     fn default() -> Self {
         S3Config { bucket: "buildstats".into(), endpoint_url: String::new(), prefix: "builds".into(), force_path_style: true }
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            listen: "127.0.0.1:8092".into(),
+            tick_seconds: 30,
+            max_builds_per_pass: 50_000,
+            lease_seconds: 900,
+            instance_id: String::new(),
+        }
     }
 }
 

@@ -29,6 +29,12 @@ pub mod headers {
     pub const DLQ_SOURCE_OFFSET: &str = "bs-dlq-source-offset";
     /// Epoch milliseconds when the record was dead-lettered.
     pub const DLQ_AT: &str = "bs-dlq-at";
+    /// On a tombstone (a null value on a build's key): why it was written (`retention`),
+    /// the policy's retention days, when (epoch ms), and the build's start (epoch ms).
+    pub const TOMBSTONE_REASON: &str = "bs-tombstone-reason";
+    pub const TOMBSTONE_RETENTION_DAYS: &str = "bs-tombstone-retention-days";
+    pub const TOMBSTONE_AT: &str = "bs-tombstone-at";
+    pub const TOMBSTONE_BUILD_STARTED_AT: &str = "bs-tombstone-build-started-at";
 }
 
 /// Room for the key, headers and framing on top of the value limit.

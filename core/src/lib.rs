@@ -5,6 +5,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod kafka;
+pub mod retention;
 pub mod telemetry;
 pub mod tenancy;
 pub mod tokens;

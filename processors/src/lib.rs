@@ -9,6 +9,7 @@
 pub mod aws;
 pub mod init;
 pub mod redrive;
+pub mod retention;
 pub mod runtime;
 pub mod sink;
 pub mod sinks;

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use buildstats_schemas::{ArtifactsUploaded, BlobRef, RunEnded, RunStarted, WorkunitsUpdated};
+use buildstats_schemas::{ArtifactsUploaded, BlobRef, RunEnded, RunRecord, RunStarted, WorkunitsUpdated};
 use bytes::Bytes;
 
 /// One build-changing record of the builds topic, decoded and with its payloads resolved.
@@ -59,6 +59,15 @@ impl BuildKey {
     pub fn parse(key: &str) -> Result<BuildKey, buildstats_core::tenancy::NameError> {
         let (org, repo, run_id) = buildstats_core::tenancy::parse_build_key(key)?;
         Ok(BuildKey { org: org.as_str().into(), repo: repo.as_str().into(), run_id: run_id.as_str().into() })
+    }
+
+    /// Refuse a run record that names another build than the record's key: a producer bug
+    /// that must never write one build's data under another's key.
+    pub fn check_record(&self, run: &RunRecord) -> Result<(), Rejected> {
+        if (run.org.as_str(), run.repo.as_str(), run.run_id.as_str()) != (self.org.as_str(), self.repo.as_str(), self.run_id.as_str()) {
+            return Err(Rejected(format!("run record names {}/{}/{} but the record is keyed {}", run.org, run.repo, run.run_id, self.joined())));
+        }
+        Ok(())
     }
 
     /// `{org}/{repo}/{run_id}`, the Kafka key and the DynamoDB partition key.

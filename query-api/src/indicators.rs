@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use chrono::{TimeZone, Utc};
 use processors::sinks::influxdb::client::{quote_ident, quote_literal};
-use processors::sinks::influxdb::points::{BUILDS, GOALS};
+use processors::sinks::influxdb::points::{build_measurement, GOALS};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
@@ -79,6 +79,18 @@ pub fn params(pairs: &[(String, String)], now_ms: i64) -> Result<IndicatorParams
     Ok(IndicatorParams { earliest_ms, latest_ms, interval: interval.trim().to_string(), interval_ms, group_by, user: one("user")?, branch: one("branch")? })
 }
 
+/// The narrowest build measurement with every tag the request groups or filters by.
+fn measurement(p: &IndicatorParams) -> &'static str {
+    let mut needed: Vec<&str> = p.group_by.iter().map(String::as_str).collect();
+    if p.user.is_some() {
+        needed.push("user");
+    }
+    if p.branch.is_some() {
+        needed.push("branch");
+    }
+    build_measurement(&needed)
+}
+
 /// The InfluxQL statement of an indicators request.
 pub fn statement(org: &str, repo: &str, p: &IndicatorParams) -> String {
     let mut filter = format!(
@@ -107,7 +119,7 @@ pub fn statement(org: &str, repo: &str, p: &IndicatorParams) -> String {
             "SELECT sum(\"count\") AS \"build_count\", percentile(\"run_time_ms\", 50) AS \"p50\", percentile(\"run_time_ms\", 95) AS \"p95\", \
              sum(\"cache_requests\") AS \"cache_requests\", sum(\"cache_hits\") AS \"cache_hits\", sum(\"time_saved_ms\") AS \"time_saved_ms\" \
              FROM {} WHERE {filter} GROUP BY time({interval}){group} fill(none)",
-            quote_ident(BUILDS)
+            quote_ident(measurement(p))
         )
     }
 }
@@ -169,7 +181,12 @@ mod tests {
         assert!(q.contains("\"org\" = 'acme' AND \"repo\" = 'rocket'"), "{q}");
         assert!(q.contains("\"branch\" = 'it\\'s'"), "{q}");
         assert!(q.contains("GROUP BY time(86400000ms), \"user\""), "{q}");
-        assert!(statement("acme", "rocket", &IndicatorParams { group_by: Some("goal".into()), ..p }).contains("FROM \"goals\""));
+        assert!(q.contains("FROM \"builds\""), "user and branch together: the full measurement: {q}");
+        assert!(statement("acme", "rocket", &IndicatorParams { group_by: Some("goal".into()), ..p.clone() }).contains("FROM \"goals\""));
+        let plain = IndicatorParams { group_by: None, branch: None, ..p.clone() };
+        assert!(statement("acme", "rocket", &plain).contains("FROM \"builds_by_repo\""));
+        let by_user = IndicatorParams { group_by: Some("user".into()), branch: None, ..p };
+        assert!(statement("acme", "rocket", &by_user).contains("FROM \"builds_by_user\""));
     }
 
     #[test]

@@ -517,3 +517,48 @@ pub async fn republish_topic(config: &Config) -> usize {
     }
     records.len()
 }
+
+/// Send a document as the plugin does, retrying a 503 after 2 s as the plugin does on
+/// `Retry-After` (the test broker can be slow to acknowledge); asserts the final 201.
+pub async fn send_accepted(c: &reqwest::Client, method: reqwest::Method, url: &str, token: &str, doc: &[u8], what: &str) {
+    for attempt in 1..=6 {
+        let (status, body, _) = common::status_json(common::send_doc(c, method.clone(), url, token, doc).await).await;
+        if status == 503 && attempt < 6 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            continue;
+        }
+        assert_eq!(status, 201, "{what} (attempt {attempt}): {body}");
+        return;
+    }
+}
+
+/// Send a fixture as the plugin would (run start, then run end unless `start_only`), with a
+/// fresh run id and the given start time. Returns the run id and the document sent.
+pub async fn send_fixture(gw: &common::TestGateway, token: &str, name: &str, timestamp: f64, start_only: bool) -> (String, Vec<u8>) {
+    let bytes = std::fs::read(common::fixtures_dir().join(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"));
+    let mut doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let run_id = common::new_run_id();
+    doc["run_info"]["id"] = serde_json::json!(run_id);
+    doc["run_info"]["timestamp"] = serde_json::json!(timestamp);
+    let doc = serde_json::to_vec(&doc).unwrap();
+    let c = reqwest::Client::new();
+    let url = gw.url(&format!("{run_id}/"));
+    let steps: &[(reqwest::Method, &str)] =
+        if start_only { &[(reqwest::Method::POST, "run start")] } else { &[(reqwest::Method::POST, "run start"), (reqwest::Method::PATCH, "run end")] };
+    for (method, what) in steps {
+        send_accepted(&c, method.clone(), &url, token, &doc, &format!("{what} of {name}")).await;
+    }
+    (run_id, doc)
+}
+
+/// Run the real binary with `config` (no env file) and `args`: exit status, stdout, stderr.
+pub fn run_cli(config: &Config, args: &[&str]) -> (std::process::ExitStatus, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_buildstats"))
+        .args(args)
+        .envs(config_env(config))
+        .env("BUILDSTATS_ENV_FILE", "/nonexistent")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run buildstats");
+    (out.status, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}

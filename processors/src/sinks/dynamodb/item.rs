@@ -47,9 +47,7 @@ pub fn attribute(value: &Value) -> Option<AttributeValue> {
 }
 
 fn base(key: &BuildKey, run: &RunRecord, header: &EventHeader, state: &str) -> Result<Item, Rejected> {
-    if (run.org.as_str(), run.repo.as_str(), run.run_id.as_str()) != (key.org.as_str(), key.repo.as_str(), key.run_id.as_str()) {
-        return Err(Rejected(format!("run record names {}/{}/{} but the record is keyed {}", run.org, run.repo, run.run_id, key.joined())));
-    }
+    key.check_record(run)?;
     let Value::Object(fields) = serde_json::to_value(run).map_err(|e| Rejected(format!("run record: {e}")))? else {
         return Err(Rejected("run record is not an object".into()));
     };

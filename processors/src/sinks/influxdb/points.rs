@@ -1,13 +1,14 @@
 //! Encoding of final reports into InfluxDB points (pure: no I/O).
 //!
-//! Measurements, all with the tags `org`, `repo`, `user`, `branch`, `outcome`, `ci`
-//! (`true`/`false`) and the same time:
+//! Measurements, all at the same time; the full tag set is `org`, `repo`, `user`, `branch`,
+//! `outcome`, `ci` (`true`/`false`):
 //!
-//! | measurement | extra tags | fields |
+//! | measurement | tags | fields |
 //! |---|---|---|
-//! | `builds` | | `count`=1, `run_time_ms`, `workunit_count`, `local_cache_requests`, `local_cache_hits`, `remote_cache_requests`, `remote_cache_hits`, `cache_requests`, `cache_hits`, `cache_hit_ratio` (when requests > 0), `time_saved_ms`, `run_id` |
-//! | `goals` | `goal` | `duration_ms` |
-//! | `rules` | `rule` | `count`, `total_ms`, `max_ms` |
+//! | `builds` | all six | `count`=1, `run_time_ms`, `workunit_count`, `local_cache_requests`, `local_cache_hits`, `remote_cache_requests`, `remote_cache_hits`, `cache_requests`, `cache_hits`, `cache_hit_ratio` (when requests > 0), `time_saved_ms`, `run_id` |
+//! | `builds_by_repo`, `builds_by_user`, `builds_by_branch` | `org`, `repo` (+ `user` / `branch`) | the same but `run_id` |
+//! | `goals` | all six + `goal` | `duration_ms` |
+//! | `rules` | all six + `rule` | `count`, `total_ms`, `max_ms` |
 //!
 //! Tags stay low cardinality (no run id, no machine). A point is identified by measurement +
 //! tags + time, so the time is the build's start (whole milliseconds) plus an offset below
@@ -20,9 +21,27 @@ use influxdb_line_protocol::builder::{BeforeMeasurement, LineProtocolBuilder};
 use crate::sink::{BuildKey, Rejected};
 
 pub const BUILDS: &str = "builds";
+/// The same build points with fewer tags: a query that needs no other tag reads one series
+/// per repo (or per user, per branch) instead of every combination of the `builds` tags.
+/// InfluxDB's cost grows with the series a query touches.
+pub const BUILDS_BY_REPO: &str = "builds_by_repo";
+pub const BUILDS_BY_USER: &str = "builds_by_user";
+pub const BUILDS_BY_BRANCH: &str = "builds_by_branch";
+/// Each build-level measurement and the tags it has (besides `org` and `repo`), narrowest first.
+pub const BUILD_MEASUREMENTS: [(&str, &[&str]); 4] = [
+    (BUILDS_BY_REPO, &[]),
+    (BUILDS_BY_USER, &["user"]),
+    (BUILDS_BY_BRANCH, &["branch"]),
+    (BUILDS, &["user", "branch", "outcome", "ci"]),
+];
 pub const GOALS: &str = "goals";
 pub const RULES: &str = "rules";
-pub const MEASUREMENTS: [&str; 3] = [BUILDS, GOALS, RULES];
+pub const MEASUREMENTS: [&str; 6] = [BUILDS, BUILDS_BY_REPO, BUILDS_BY_USER, BUILDS_BY_BRANCH, GOALS, RULES];
+
+/// The narrowest build-level measurement that has every tag in `needed`.
+pub fn build_measurement(needed: &[&str]) -> &'static str {
+    BUILD_MEASUREMENTS.iter().find(|(_, tags)| needed.iter().all(|n| tags.contains(n))).map(|(m, _)| *m).unwrap_or(BUILDS)
+}
 
 /// FNV-1a, 64 bit: stable across versions and platforms (unlike `std`'s hasher).
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -114,9 +133,7 @@ fn line(
 /// The points of a final report, in line protocol (nanosecond precision).
 pub fn final_report(key: &BuildKey, event: &RunEnded) -> Result<Vec<u8>, Rejected> {
     let run = &event.run;
-    if (run.org.as_str(), run.repo.as_str(), run.run_id.as_str()) != (key.org.as_str(), key.repo.as_str(), key.run_id.as_str()) {
-        return Err(Rejected(format!("run record names {}/{}/{} but the record is keyed {}", run.org, run.repo, run.run_id, key.joined())));
-    }
+    key.check_record(run)?;
     let time = point_time_ns(key, run.started_at);
     let tags = tags(key, event);
     let ind = Indicators::of(event);
@@ -132,12 +149,19 @@ pub fn final_report(key: &BuildKey, event: &RunEnded) -> Result<Vec<u8>, Rejecte
         ("cache_requests", Field::I(ind.cache_requests())),
         ("cache_hits", Field::I(ind.cache_hits())),
         ("time_saved_ms", Field::I(ind.time_saved_ms)),
-        ("run_id", Field::S(&key.run_id)),
     ]);
     if ind.cache_requests() > 0 {
         fields.push(("cache_hit_ratio", Field::F(ind.cache_hits() as f64 / ind.cache_requests() as f64)));
     }
-    let mut lp = line(LineProtocolBuilder::new(), BUILDS, &tags, &fields, time);
+    // The narrow measurements first; the full one also names the run (how a tombstone finds
+    // the build's time).
+    let mut lp = LineProtocolBuilder::new();
+    for (measurement, extra) in &BUILD_MEASUREMENTS[..3] {
+        let narrow: Vec<(&str, &str)> = tags.iter().filter(|(k, _)| *k == "org" || *k == "repo" || extra.contains(k)).copied().collect();
+        lp = line(lp, measurement, &narrow, &fields, time);
+    }
+    fields.push(("run_id", Field::S(&key.run_id)));
+    lp = line(lp, BUILDS, &tags, &fields, time);
     for goal in &event.goal_timings {
         if goal.goal.is_empty() {
             continue;
@@ -222,13 +246,17 @@ mod tests {
         let (key, event) = ended("run_a", Some("feature/x y"), &[("local_cache_requests", 10), ("local_cache_requests_cached", 4), ("remote_cache_requests", 10), ("remote_cache_requests_cached", 1), ("local_cache_total_time_saved_ms", 70)]);
         let text = String::from_utf8(final_report(&key, &event).unwrap()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines.len(), 6, "{text}");
         let t = point_time_ns(&key, event.run.started_at);
-        assert!(lines[0].starts_with(r"builds,org=acme,repo=rocket,user=ada\ lovelace,branch=feature/x\ y,outcome=SUCCESS,ci=true "), "{}", lines[0]);
-        assert!(lines[0].contains("cache_requests=20i,cache_hits=5i,time_saved_ms=70i,run_id=\"run_a\",cache_hit_ratio=0.25"), "{}", lines[0]);
-        assert!(lines[0].ends_with(&format!(" {t}")));
-        assert!(lines[1].starts_with("goals,") && lines[1].contains(",goal=test duration_ms=2000i"), "{}", lines[1]);
-        assert!(lines[2].contains(",rule=pants.core.goals.test.run_tests count=3i,total_ms=900i,max_ms=500i"), "{}", lines[2]);
+        assert!(lines[0].starts_with("builds_by_repo,org=acme,repo=rocket count=1i,"), "{}", lines[0]);
+        assert!(lines[1].starts_with(r"builds_by_user,org=acme,repo=rocket,user=ada\ lovelace count=1i,"), "{}", lines[1]);
+        assert!(lines[2].starts_with(r"builds_by_branch,org=acme,repo=rocket,branch=feature/x\ y count=1i,"), "{}", lines[2]);
+        assert!(lines[3].starts_with(r"builds,org=acme,repo=rocket,user=ada\ lovelace,branch=feature/x\ y,outcome=SUCCESS,ci=true "), "{}", lines[3]);
+        assert!(lines[3].contains("cache_requests=20i,cache_hits=5i,time_saved_ms=70i,cache_hit_ratio=0.25,run_id=\"run_a\""), "{}", lines[3]);
+        assert!(!lines[0].contains("run_id"), "only the full measurement names the run");
+        assert!(lines.iter().all(|l| l.ends_with(&format!(" {t}"))), "one time for every point of the build");
+        assert!(lines[4].starts_with("goals,") && lines[4].contains(",goal=test duration_ms=2000i"), "{}", lines[4]);
+        assert!(lines[5].contains(",rule=pants.core.goals.test.run_tests count=3i,total_ms=900i,max_ms=500i"), "{}", lines[5]);
         let (_, no_branch) = ended("run_a", None, &[]);
         let text = String::from_utf8(final_report(&key, &no_branch).unwrap()).unwrap();
         assert!(!text.contains("branch="), "no empty tags: {text}");

@@ -41,15 +41,8 @@ pub fn title(run: &RunRecord) -> String {
     text.chars().take(TITLE_MAX_CHARS).collect()
 }
 
-fn check_key(key: &BuildKey, run: &RunRecord) -> Result<(), Rejected> {
-    if (run.org.as_str(), run.repo.as_str(), run.run_id.as_str()) != (key.org.as_str(), key.repo.as_str(), key.run_id.as_str()) {
-        return Err(Rejected(format!("run record names {}/{}/{} but the record is keyed {}", run.org, run.repo, run.run_id, key.joined())));
-    }
-    Ok(())
-}
-
 fn base(key: &BuildKey, run: &RunRecord, state: &str, event_id: &str) -> Result<Map<String, Value>, Rejected> {
-    check_key(key, run)?;
+    key.check_record(run)?;
     let started_ms = run.started_at.div_euclid(1000);
     let ci = run.ci.as_ref().map(|ci| {
         json!({
