@@ -4,7 +4,7 @@
 //!   retries, dead letters, chunk staging, metrics).
 //! - [`sink`]: the small trait a store implements.
 //! - [`sinks`]: the stores (DynamoDB, S3, OpenSearch, InfluxDB).
-//! - [`init`]: `admin init-stores`; [`redrive`]: `dlq redrive`.
+//! - [`init`]: `admin init-stores`; [`redrive`]: `dlq redrive`; [`retention`]: `retention run`.
 
 pub mod aws;
 pub mod init;
@@ -13,6 +13,8 @@ pub mod retention;
 pub mod runtime;
 pub mod sink;
 pub mod sinks;
+#[cfg(test)]
+mod test_records;
 
 use std::future::Future;
 use std::sync::Arc;

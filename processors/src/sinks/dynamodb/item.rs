@@ -85,32 +85,16 @@ mod tests {
 
     fn run() -> RunRecord {
         RunRecord {
-            run_id: "r1".into(),
-            org: "acme".into(),
-            repo: "rocket".into(),
-            user: "ada".into(),
-            machine: None,
             buildroot: Some("/src".into()),
-            branch: Some("main".into()),
-            revision: None,
-            goals: vec!["test".into()],
-            specs: vec![],
-            cmd_line: Some("pants test ::".into()),
-            outcome: "SUCCESS".into(),
             started_at: 1_600_000_000_000_000,
-            datetime: None,
             run_time_ms: Some(1234),
-            pants_version: None,
-            plugin_version: None,
-            stats_version: None,
-            ci: None,
             counters: BTreeMap::from([("local_cache_requests".to_string(), 3)]),
-            source: "plugin".into(),
+            ..crate::test_records::run_record("r1")
         }
     }
 
     fn header() -> EventHeader {
-        EventHeader { event_id: "e1".into(), org: "acme".into(), repo: "rocket".into(), run_id: "r1".into(), request_id: "q".into(), emitted_at: 7 }
+        crate::test_records::header("r1")
     }
 
     #[test]

@@ -185,46 +185,26 @@ pub fn final_report(key: &BuildKey, event: &RunEnded) -> Result<Vec<u8>, Rejecte
 #[cfg(test)]
 mod tests {
     use super::*;
-    use buildstats_schemas::{BlobRef, CiInfo, EventHeader, GoalTiming, RuleTiming, RunRecord};
+    use buildstats_schemas::{CiInfo, GoalTiming, RuleTiming, RunRecord};
     use std::collections::BTreeMap;
 
     fn ended(run_id: &str, branch: Option<&str>, counters: &[(&str, i64)]) -> (BuildKey, RunEnded) {
-        let key = BuildKey { org: "acme".into(), repo: "rocket".into(), run_id: run_id.into() };
+        let ci = CiInfo { provider: "github".into(), run_type: "branch".into(), pull_request: None, job_name: None, build_num: None, build_url: None, ref_name: None, username: None, sha1: None };
         let run = RunRecord {
-            run_id: run_id.into(),
-            org: "acme".into(),
-            repo: "rocket".into(),
             user: "ada lovelace".into(),
-            machine: None,
-            buildroot: None,
             branch: branch.map(String::from),
-            revision: None,
-            goals: vec!["test".into()],
-            specs: vec![],
             cmd_line: None,
-            outcome: "SUCCESS".into(),
-            started_at: 1_700_000_000_123_456,
-            datetime: None,
             run_time_ms: Some(2_500),
-            pants_version: None,
-            plugin_version: None,
-            stats_version: None,
-            ci: Some(CiInfo { provider: "github".into(), run_type: "branch".into(), pull_request: None, job_name: None, build_num: None, build_url: None, ref_name: None, username: None, sha1: None }),
+            ci: Some(ci),
             counters: counters.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
-            source: "plugin".into(),
+            ..crate::test_records::run_record(run_id)
         };
-        let header = EventHeader { event_id: "e".into(), org: "acme".into(), repo: "rocket".into(), run_id: run_id.into(), request_id: "q".into(), emitted_at: 0 };
-        let blob = BlobRef { blob_id: "b".into(), kind: "final_document".into(), content_type: "application/json".into(), size: 0, sha256: String::new(), chunk_count: 0, inline: None };
         let event = RunEnded {
-            header,
-            run,
-            final_document: blob,
-            workunit_count: 7,
-            via: "run_end".into(),
             goal_timings: vec![GoalTiming { goal: "test".into(), duration_ms: 2_000 }],
             rule_timings: vec![RuleTiming { name: "pants.core.goals.test.run_tests".into(), count: 3, total_ms: 900, max_ms: 500 }],
+            ..crate::test_records::run_ended(run)
         };
-        (key, event)
+        (crate::test_records::key(run_id), event)
     }
 
     #[test]

@@ -111,32 +111,9 @@ pub fn live_update(last_update_s: Option<f64>, emitted_at_ms: i64) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     fn run(cmd_line: Option<&str>) -> RunRecord {
-        RunRecord {
-            run_id: "r1".into(),
-            org: "acme".into(),
-            repo: "rocket".into(),
-            user: "ada".into(),
-            machine: None,
-            buildroot: None,
-            branch: Some("main".into()),
-            revision: None,
-            goals: vec!["lint".into(), "test".into()],
-            specs: vec![],
-            cmd_line: cmd_line.map(String::from),
-            outcome: "SUCCESS".into(),
-            started_at: 1_700_000_000_123_456,
-            datetime: None,
-            run_time_ms: Some(2_000),
-            pants_version: None,
-            plugin_version: None,
-            stats_version: None,
-            ci: None,
-            counters: BTreeMap::new(),
-            source: "plugin".into(),
-        }
+        RunRecord { goals: vec!["lint".into(), "test".into()], cmd_line: cmd_line.map(String::from), ..crate::test_records::run_record("r1") }
     }
 
     #[test]
@@ -149,33 +126,8 @@ mod tests {
 
     #[test]
     fn documents_hold_the_query_fields_and_refuse_another_builds_record() {
-        let key = BuildKey { org: "acme".into(), repo: "rocket".into(), run_id: "r1".into() };
-        let header = buildstats_schemas::EventHeader {
-            event_id: "e1".into(),
-            org: "acme".into(),
-            repo: "rocket".into(),
-            run_id: "r1".into(),
-            request_id: "q".into(),
-            emitted_at: 7,
-        };
-        let blob = buildstats_schemas::BlobRef {
-            blob_id: "b".into(),
-            kind: "final_document".into(),
-            content_type: "application/json".into(),
-            size: 0,
-            sha256: String::new(),
-            chunk_count: 0,
-            inline: None,
-        };
-        let ended = RunEnded {
-            header,
-            run: run(Some("pants test ::")),
-            final_document: blob,
-            workunit_count: 12,
-            via: "run_end".into(),
-            goal_timings: vec![],
-            rule_timings: vec![],
-        };
+        let key = crate::test_records::key("r1");
+        let ended = RunEnded { workunit_count: 12, ..crate::test_records::run_ended(run(Some("pants test ::"))) };
         let doc = run_ended(&key, &ended).unwrap();
         assert_eq!(doc["build_key"], "acme/rocket/r1");
         assert_eq!(doc["state"], FINAL);
