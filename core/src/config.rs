@@ -93,6 +93,11 @@ pub struct GatewayConfig {
     /// What the token refresh answer gives the plugin as `remote_cache.address`.
     pub remote_cache_address: String,
     pub shutdown_grace_seconds: u64,
+    /// Requests per second each long-lived token may make (refilled continuously); 0 = no
+    /// limit. Per gateway replica.
+    pub rate_limit_per_second: u32,
+    /// Requests a token may make at once before the rate applies.
+    pub rate_limit_burst: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -314,6 +319,8 @@ impl Default for GatewayConfig {
             retry_after_seconds: 5,
             remote_cache_address: String::new(),
             shutdown_grace_seconds: 30,
+            rate_limit_per_second: 500,
+            rate_limit_burst: 1_000,
         }
     }
 }

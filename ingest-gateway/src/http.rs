@@ -44,6 +44,9 @@ pub enum ApiError {
     /// 415, e.g. an OTLP body that is neither protobuf nor JSON.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 429 with `Retry-After`: this token's rate limit (`gateway.rate_limit_per_second`).
+    #[error("too many requests for this token: retry after {retry_after_seconds} s")]
+    TooManyRequests { retry_after_seconds: u64 },
 }
 
 impl ApiError {
@@ -56,6 +59,7 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
@@ -78,6 +82,10 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(_) => {
                 let retry = RETRY_AFTER_SECONDS.get().copied().unwrap_or(5).to_string();
                 (status, [(axum::http::header::RETRY_AFTER, retry)], Json(json!({"error": {"message": message}})))
+                    .into_response()
+            }
+            ApiError::TooManyRequests { retry_after_seconds } => {
+                (status, [(axum::http::header::RETRY_AFTER, retry_after_seconds.to_string())], Json(json!({"error": {"message": message}})))
                     .into_response()
             }
             _ => (status, Json(json!({"error": {"message": message}}))).into_response(),

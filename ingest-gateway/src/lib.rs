@@ -14,6 +14,7 @@ pub mod normalize;
 pub mod otlp;
 pub mod otlp_started;
 pub mod publish;
+pub mod rate_limit;
 pub mod records;
 pub mod routes;
 
@@ -42,6 +43,8 @@ pub struct AppState {
     pub remote_cache_address: String,
     /// Traces whose run start this gateway published (OTLP).
     pub started_traces: otlp_started::StartedTraces,
+    /// Per-token request budget.
+    pub rate_limit: rate_limit::RateLimiter,
 }
 
 /// Register `path` with and without its trailing slash (the plugin always sends one).
@@ -106,6 +109,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Arc<AppState>> {
         public_url: config.gateway.public_url.clone(),
         remote_cache_address: config.gateway.remote_cache_address.clone(),
         started_traces: otlp_started::StartedTraces::new(200_000),
+        rate_limit: rate_limit::RateLimiter::new(config.gateway.rate_limit_per_second, config.gateway.rate_limit_burst),
     }))
 }
 

@@ -444,3 +444,40 @@ async fn request_ids_probes_and_metrics() {
     assert!(metrics.contains("route=\"/api/v1/repos/{org}/{repo}/buildsense/{run_id}/\""), "per-route labels");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_token_past_its_rate_limit_gets_429_with_retry_after_and_others_are_not_slowed() {
+    let mut config = base_config();
+    config.gateway.rate_limit_per_second = 1;
+    config.gateway.rate_limit_burst = 3;
+    let gw = TestGateway::start_with(config).await;
+    let (busy, _) = gw.token_for(&gw.org, &gw.repo, Scope::Ingest, false).await;
+    let (other, _) = gw.token_for(&gw.org, &gw.repo, Scope::Ingest, false).await;
+    let c = client();
+    // The plugin-config call is authorized like every write, and answers in milliseconds:
+    // the burst is spent before the bucket refills.
+    let config_url = gw.url("");
+    let call = |token: String| {
+        let c = c.clone();
+        let url = config_url.clone();
+        async move { status_json(c.request(Method::OPTIONS, &url).bearer_auth(token).send().await.unwrap()).await }
+    };
+    for i in 0..3 {
+        let (status, body, _) = call(busy.clone()).await;
+        assert_eq!(status, 200, "request {i} within the burst: {body}");
+    }
+    let (status, body, headers) = call(busy.clone()).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(headers["retry-after"], "1");
+    assert!(body["error"]["message"].as_str().unwrap().contains("too many requests"), "{body}");
+    // A refused write is refused before its body is read: nothing reaches the topic.
+    let (run_id, doc) = fixture_with_new_run_id("sample4.json");
+    let (status, _, _) = status_json(send_doc(&c, Method::PATCH, &gw.url(&format!("{run_id}/")), &busy, &doc).await).await;
+    assert_eq!(status, 429);
+    assert!(gw.topic().await.for_run(&run_id).is_empty(), "a refused run end left nothing on the topic");
+    let (status, _, _) = call(other.clone()).await;
+    assert_eq!(status, 200, "another token has its own budget");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (status, _, _) = call(busy.clone()).await;
+    assert_eq!(status, 200, "a second later the token may call again");
+}

@@ -57,6 +57,7 @@ async fn authorize(
     let token = bearer(header(headers, "authorization"))?;
     let principal = state.auth.authenticate(token).await?;
     principal.require(org, repo, needed)?;
+    crate::rate_limit::enforce(&state.rate_limit, &principal)?;
     // The token matched the path, so these are the token's own (already valid) slugs.
     let org = Slug::parse("org", org).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let repo = Slug::parse("repo", repo).map_err(|e| ApiError::BadRequest(e.to_string()))?;

@@ -115,6 +115,7 @@ async fn export_traces(
     let token = bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))?;
     let principal = state.auth.authenticate(token).await?;
     principal.require_scope(Scope::Ingest)?;
+    crate::rate_limit::enforce(&state.rate_limit, &principal)?;
     let org = Slug::parse("org", &principal.org).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let repo = Slug::parse("repo", &principal.repo).map_err(|e| ApiError::BadRequest(e.to_string()))?;
 
