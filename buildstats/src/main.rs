@@ -35,8 +35,8 @@ enum Command {
     /// Serve the query API (builds, search, workunits, artifacts, indicators) on
     /// `query.listen`.
     Query,
-    /// Every role in one process (gateway, every sink, query API), after creating the
-    /// database, topics and stores: the local run.
+    /// Every role in one process (gateway, every sink, query API, retention worker), after
+    /// creating the database, topics and stores: the local run.
     All,
     /// Run one sink: consume the builds topic in the sink's own consumer group and write its
     /// store. Run any number of replicas (up to the partition count) to scale out.
@@ -219,6 +219,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .await
             });
+            let retention_config = config.clone();
+            let mut retention_stop = stop_rx.clone();
+            let retention = tokio::spawn(async move {
+                processors::retention::run(&retention_config, false, async move {
+                    let _ = retention_stop.wait_for(|s| *s).await;
+                })
+                .await
+            });
             let query_config = config.clone();
             let mut query_stop = stop_rx.clone();
             let query = tokio::spawn(async move {
@@ -234,8 +242,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await;
             let sunk = sinks.await.context("sinks task failed")?;
             let queried = query.await.context("query API task failed")?;
+            let retained = retention.await.context("retention task failed")?;
             served?;
             queried?;
+            retained?;
             sunk
         }
         Command::Sink { name, group } => {

@@ -99,10 +99,10 @@ pub async fn pass(config: &Config, search: &SearchClient, producer: &FutureProdu
         let found: Vec<(String, i64)> =
             hits.iter().filter_map(|h| Some((h["_source"]["build_key"].as_str()?.to_string(), h["_source"]["started_at"].as_i64().unwrap_or(0)))).collect();
         if !policy.dry_run {
-            let sent: Vec<anyhow::Result<()>> = stream::iter(found.iter())
+            let sent: Vec<anyhow::Result<()>> = stream::iter(found.clone())
                 .map(|(key, started_at)| async move {
                     let record: FutureRecord<'_, str, [u8]> =
-                        FutureRecord::to(&config.kafka.topic).key(key.as_str()).headers(tombstone_headers(policy, now_ms, *started_at));
+                        FutureRecord::to(&config.kafka.topic).key(key.as_str()).headers(tombstone_headers(policy, now_ms, started_at));
                     producer.send(record, Duration::from_millis(config.kafka.produce_timeout_ms)).await.map(|_| ()).map_err(|(e, _)| anyhow::anyhow!("tombstone for {key}: {e}"))
                 })
                 .buffer_unordered(256)
