@@ -49,6 +49,21 @@ enum Command {
         #[arg(long)]
         group: Option<String>,
     },
+    /// Move a sink's consumer group (its processes stopped) back to the oldest record the
+    /// topic holds or to a time, so the sink rebuilds a wiped or new store from the topic.
+    Replay {
+        /// dynamodb, s3, opensearch or influxdb.
+        #[arg(long, value_parser = parse_sink)]
+        sink: SinkName,
+        /// `earliest`, or a time: RFC 3339 (`2026-12-01T00:00:00Z`), a date (`2026-12-01`,
+        /// midnight UTC) or epoch milliseconds.
+        #[arg(long, value_parser = processors::replay::parse_from)]
+        from: processors::replay::ReplayFrom,
+        /// The group to move (default `{sinks.group_prefix}-NAME`). A new group name starts a
+        /// fresh group there; run the sink with the same `--group`.
+        #[arg(long)]
+        group: Option<String>,
+    },
     /// The dead-letter topic.
     Dlq {
         #[command(subcommand)]
@@ -98,6 +113,26 @@ enum AdminCommand {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Topic versions.
+    Topic {
+        #[command(subcommand)]
+        command: TopicCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicCommand {
+    /// Copy every record of the builds topic (`kafka.topic`) to a new topic version with more
+    /// partitions, each build's records in order; then switch the roles with
+    /// `BUILDSTATS_KAFKA_TOPIC`. Resumable: a rerun copies only what is left.
+    Migrate {
+        /// The new topic (e.g. buildstats.builds.v2); created when missing.
+        #[arg(long)]
+        to: String,
+        /// Partitions of the new topic.
+        #[arg(long, value_parser = clap::value_parser!(i32).range(1..=10000))]
+        partitions: i32,
     },
 }
 
@@ -252,6 +287,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let group = group.unwrap_or_else(|| name.default_group(&config.sinks.group_prefix));
             processors::run_sinks(&config, vec![SinkRun { name, group }], telemetry::shutdown_signal()).await
         }
+        Command::Replay { sink, from, group } => {
+            let group = group.unwrap_or_else(|| sink.default_group(&config.sinks.group_prefix));
+            processors::replay::replay(&config, sink, &group, from).await.map(|_| ())
+        }
         Command::Dlq { command: DlqCommand::Redrive { sink } } => {
             processors::redrive::redrive(&config, sink).await.map(|_| ())
         }
@@ -397,6 +436,9 @@ async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
         }
         AdminCommand::Init => init(&config).await,
         AdminCommand::InitStores => processors::init::init_stores(&config).await,
+        AdminCommand::Topic { command: TopicCommand::Migrate { to, partitions } } => {
+            processors::topic_migrate::migrate(&config, &to, partitions).await.map(|_| ())
+        }
         AdminCommand::Token { command } => {
             let pool = db::connect(&config.postgres).await?;
             db::check_migrated(&pool).await?;

@@ -1,6 +1,8 @@
 //! Retention end to end: policies set with the real CLI, `buildstats retention run --once`
 //! publishing tombstones, and the four real sink processes deleting what they hold (moto,
-//! osmem-server, InfluxDB); newer builds stay untouched, and a dry run deletes nothing.
+//! osmem-server, InfluxDB); newer builds stay untouched, a dry run deletes nothing, late
+//! records of a deleted build do not bring it back, and builds past the policy are dropped on
+//! arrival.
 
 mod support;
 
@@ -56,7 +58,7 @@ async fn old_builds_leave_every_store_newer_ones_stay_and_a_dry_run_deletes_noth
     let key = |id: &str| format!("{}/{}/{id}", gw.org, gw.repo);
     // Two builds 40 days old (one with a log), two from yesterday; the policy keeps 30 days.
     let day = 86_400.0;
-    let (old1, _) = send_fixture(&gw, &token, "pants_jvm_rules_run.json", now_s() - 40.0 * day, false).await;
+    let (old1, old1_doc) = send_fixture(&gw, &token, "pants_jvm_rules_run.json", now_s() - 40.0 * day, false).await;
     let (old2, _) = send_fixture(&gw, &token, "run_lint_failed.json", now_s() - 35.0 * day, false).await;
     let (new1, _) = send_fixture(&gw, &token, "pants_run_mypy_with_wu_local_env.json", now_s() - day, false).await;
     let (new2, _) = send_fixture(&gw, &token, "remote_execution_failed.json", now_s() - day, false).await;
@@ -116,6 +118,44 @@ async fn old_builds_leave_every_store_newer_ones_stay_and_a_dry_run_deletes_noth
     for sink in &sinks {
         assert_eq!(sink.metric("sink_dead_lettered_total").await, 0.0, "{}: {}", sink.name, sink.log_text());
     }
+
+    // Deleted builds stay deleted: a late final report of a deleted build (as the plugin's
+    // batch re-upload sends) and a late log are dropped by every sink; a build already past
+    // the policy (and its day of grace) when it first arrives is never written. The sinks
+    // re-read the policies every 10 s.
+    send_accepted(&c, reqwest::Method::PATCH, &gw.url(&format!("{old1}/")), &token, &old1_doc, "late run end of a deleted build").await;
+    let (status, body, _) = status_json(send_artifacts(&c, &gw.url(&format!("{old1}/artifacts/")), &token, &[("pants_run_log", &b"late line\n"[..])]).await).await;
+    assert_eq!(status, 201, "{body}");
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let (ancient, _) = send_fixture(&gw, &token, "run_lint_failed.json", now_s() - 60.0 * day, false).await;
+    let (fresh, _) = send_fixture(&gw, &token, "sample1.json", now_s() - 60.0, false).await;
+    for sink in SINKS {
+        wait_caught_up(&config, &format!("{}-{sink}", config.sinks.group_prefix), CATCH_UP).await;
+    }
+    let mut expected = newer.clone();
+    expected.insert(key(&fresh));
+    let late = holdings(&config, &stores).await;
+    for (store, held) in SINKS.iter().zip(&late) {
+        assert_eq!(held, &expected, "{store}: the deleted build did not come back, the 60-day-old one was never written ({}), the fresh one was", key(&ancient));
+    }
+    let mut expired_anywhere = 0.0;
+    for sink in &sinks {
+        let text = sink.metrics().await;
+        let dropped = |reason: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with("sink_records_dropped_total{") && l.contains(&format!("reason=\"{reason}\"")))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        // The late final report and log of the deleted build, the start and end of the
+        // 60-day-old one. The first sink to see that one finds it expired and records it as
+        // deleted, so the others (and its own later batches) count it as deleted.
+        assert_eq!(dropped("deleted") + dropped("expired"), 4.0, "{}: four records dropped:\n{text}", sink.name);
+        assert!(dropped("deleted") >= 2.0, "{}: the deleted build's late records count as deleted:\n{text}", sink.name);
+        expired_anywhere += dropped("expired");
+    }
+    assert!(expired_anywhere >= 1.0, "some sink found the 60-day-old build expired on arrival");
+
     let (status, out, _) = run_cli(&config, &["retention", "unset", "--org", &gw.org, "--repo", &gw.repo]);
     assert!(status.success() && out.contains("policy removed"), "{out}");
     let (status, _, err) = run_cli(&config, &["retention", "unset", "--org", &gw.org, "--repo", &gw.repo]);

@@ -316,6 +316,40 @@ async fn two_processes_in_one_group_split_the_partitions_and_write_each_build_on
     gw.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replica_joining_mid_stream_takes_partitions_and_every_build_is_stored_once() {
+    let SinkTest { config, gw, token, stores, broker: _broker, serial: _serial } = SinkTest::start().await;
+    let a = SinkProcess::spawn(&config, "s3", None);
+    wait_until("the first replica to own every partition", Duration::from_secs(90), || async {
+        a.metric("sink_partitions_assigned").await == config.kafka.partitions as f64
+    })
+    .await;
+    let mut sent = send_builds(&gw, &token, 20).await;
+    // Scale out while the first replica is still working through those builds.
+    let b = SinkProcess::spawn(&config, "s3", None);
+    let more = send_builds(&gw, &token, 20).await;
+    sent.extend(more);
+    wait_until("both replicas to share the partitions", Duration::from_secs(120), || async {
+        let (pa, pb) = (a.metric("sink_partitions_assigned").await, b.metric("sink_partitions_assigned").await);
+        pa >= 1.0 && pb >= 1.0 && pa + pb == config.kafka.partitions as f64
+    })
+    .await;
+    let last = send_builds(&gw, &token, 10).await;
+    sent.extend(last);
+    wait_caught_up(&config, &group(&config, "s3"), CATCH_UP).await;
+    // Each build stored once, byte-exact: a partition that moved mid-batch is finished by its
+    // new owner, and the create-only writes make any repeat a no-op.
+    assert_exactly(&config, &gw, &stores, &sent, &["s3"]).await;
+    let (wa, wb) = (a.metric("sink_records_written_total").await, b.metric("sink_records_written_total").await);
+    assert!(wb > 0.0, "the new replica wrote ({wa}, {wb})");
+    assert!(wa + wb >= (sent.len() * 2) as f64, "every record was written ({wa} + {wb})");
+    eprintln!("scale-out: {wa} + {wb} records written for {} (repeated after the rebalance: {})", sent.len() * 2, wa + wb - (sent.len() * 2) as f64);
+    for p in [&a, &b] {
+        assert_eq!(p.metric("sink_dead_lettered_total").await, 0.0, "nothing dead-lettered:\n{}", p.log_text());
+    }
+    gw.stop().await;
+}
+
 /// One span of an OTLP/JSON export (the mapping's field names; ids in hex).
 fn json_span(trace_id: &str, id: u64, parent: Option<u64>, name: &str, start_ns: u64, end_ns: u64) -> serde_json::Value {
     let mut span = json!({

@@ -206,6 +206,10 @@ pub struct RetentionConfig {
     pub lease_seconds: i64,
     /// This replica's name in leases (pod name); empty = host name and process id.
     pub instance_id: String,
+    /// How long the register of deleted builds remembers one (sinks drop late records of a
+    /// deleted build). Keep it above `kafka.retention_days`, so a replay of the topic never
+    /// brings a deleted build back.
+    pub forget_deleted_days: i32,
 }
 
 /// The search index (OpenSearch 2.x/3.x, or anything serving its REST API).
@@ -391,6 +395,7 @@ impl Default for RetentionConfig {
             max_builds_per_pass: 50_000,
             lease_seconds: 900,
             instance_id: String::new(),
+            forget_deleted_days: 30,
         }
     }
 }

@@ -135,3 +135,41 @@ pub async fn release(pool: &PgPool, repo_id: Uuid, owner: &str) -> Result<(), Db
         .await?;
     Ok(())
 }
+
+/// Remember builds as deleted (idempotent): sinks drop any later record of them.
+pub async fn record_deleted(pool: &PgPool, build_keys: &[String], reason: &str) -> Result<(), DbError> {
+    if build_keys.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("INSERT INTO deleted_builds (build_key, reason) SELECT k, $2 FROM unnest($1::text[]) AS k ON CONFLICT (build_key) DO NOTHING")
+        .bind(build_keys)
+        .bind(reason)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Which of these builds were deleted.
+pub async fn deleted_among(pool: &PgPool, build_keys: &[String]) -> Result<Vec<String>, DbError> {
+    if build_keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(sqlx::query_scalar("SELECT build_key FROM deleted_builds WHERE build_key = ANY($1)").bind(build_keys).fetch_all(pool).await?)
+}
+
+/// Forget deletions older than `days` (the register stays bounded). Returns how many.
+pub async fn forget_deleted(pool: &PgPool, days: i32) -> Result<u64, DbError> {
+    let done = sqlx::query("DELETE FROM deleted_builds WHERE deleted_at < now() - make_interval(days => $1)").bind(days).execute(pool).await?;
+    Ok(done.rows_affected())
+}
+
+/// The retention days of every repo whose policy deletes (dry runs excluded), by `{org}/{repo}`.
+pub async fn deleting_policies(pool: &PgPool) -> Result<std::collections::HashMap<String, i32>, DbError> {
+    let rows = sqlx::query(select_policies!("WHERE NOT p.dry_run")).fetch_all(pool).await?;
+    let mut out = std::collections::HashMap::new();
+    for row in &rows {
+        let p = policy(row)?;
+        out.insert(format!("{}/{}", p.org, p.repo), p.retention_days);
+    }
+    Ok(out)
+}

@@ -4,15 +4,18 @@
 //!   retries, dead letters, chunk staging, metrics).
 //! - [`sink`]: the small trait a store implements.
 //! - [`sinks`]: the stores (DynamoDB, S3, OpenSearch, InfluxDB).
-//! - [`init`]: `admin init-stores`; [`redrive`]: `dlq redrive`; [`retention`]: `retention run`.
+//! - [`init`]: `admin init-stores`; [`redrive`]: `dlq redrive`; [`retention`]: `retention run`;
+//!   [`replay`]: `replay`; [`topic_migrate`]: `admin topic migrate`.
 
 pub mod aws;
 pub mod init;
 pub mod redrive;
+pub mod replay;
 pub mod retention;
 pub mod runtime;
 pub mod sink;
 pub mod sinks;
+pub mod topic_migrate;
 #[cfg(test)]
 mod test_records;
 

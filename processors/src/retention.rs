@@ -77,7 +77,7 @@ pub fn tombstone_headers(policy: &Policy, now_ms: i64, started_at_ms: i64) -> Ow
 }
 
 /// One pass of one policy at `now_ms`.
-pub async fn pass(config: &Config, search: &SearchClient, producer: &FutureProducer, policy: &Policy, now_ms: i64) -> anyhow::Result<Pass> {
+pub async fn pass(config: &Config, pool: &PgPool, search: &SearchClient, producer: &FutureProducer, policy: &Policy, now_ms: i64) -> anyhow::Result<Pass> {
     let cutoff_ms = now_ms - i64::from(policy.retention_days) * 86_400_000;
     let limit = config.retention.max_builds_per_pass.max(1);
     let path = format!("/{}/_search", config.opensearch.alias);
@@ -99,6 +99,9 @@ pub async fn pass(config: &Config, search: &SearchClient, producer: &FutureProdu
         let found: Vec<(String, i64)> =
             hits.iter().filter_map(|h| Some((h["_source"]["build_key"].as_str()?.to_string(), h["_source"]["started_at"].as_i64().unwrap_or(0)))).collect();
         if !policy.dry_run {
+            // Registered first: from here on every sink drops late records of these builds.
+            let keys: Vec<String> = found.iter().map(|(k, _)| k.clone()).collect();
+            retention::record_deleted(pool, &keys, "retention").await?;
             let sent: Vec<anyhow::Result<()>> = stream::iter(found.clone())
                 .map(|(key, started_at)| async move {
                     let record: FutureRecord<'_, str, [u8]> =
@@ -142,11 +145,15 @@ fn owner(config: &Config) -> String {
 
 /// One tick: claim the due policies and run a pass of each. Returns the passes done.
 pub async fn tick(config: &Config, pool: &PgPool, search: &SearchClient, producer: &FutureProducer, me: &str) -> anyhow::Result<Vec<Pass>> {
+    let forgotten = retention::forget_deleted(pool, config.retention.forget_deleted_days.max(1)).await?;
+    if forgotten > 0 {
+        tracing::info!(forgotten, days = config.retention.forget_deleted_days, "forgot old entries of the deleted-builds register");
+    }
     let due = retention::claim_due(pool, me, config.retention.lease_seconds.max(60)).await?;
     let mut done = Vec::new();
     for policy in due {
         let now_ms = chrono::Utc::now().timestamp_millis();
-        match pass(config, search, producer, &policy, now_ms).await {
+        match pass(config, pool, search, producer, &policy, now_ms).await {
             Ok(p) => {
                 retention::finish(pool, policy.repo_id, me, p.builds as i64, p.dry_run).await?;
                 let verb = if p.dry_run { "would delete (dry run)" } else { "tombstoned" };

@@ -54,16 +54,23 @@ pub fn sink_config() -> (Config, TestBroker) {
     config.kafka.brokers = format!("127.0.0.1:{}", broker.port);
     let vars = common::services_env();
     let endpoint = vars.get("BUILDSTATS_AWS_ENDPOINT_URL").cloned().unwrap_or_else(|| {
-        panic!("BUILDSTATS_AWS_ENDPOINT_URL is not set and target/dev/services.env does not name it: run `dev/services up` (it starts moto)")
+        panic!(
+            "BUILDSTATS_AWS_ENDPOINT_URL is not set and target/dev/services.env does not name it: run `dev/services up` (it starts moto)"
+        )
     });
     let hostport = endpoint.trim_start_matches("http://").trim_end_matches('/').to_string();
     let addr: std::net::SocketAddr = hostport.parse().expect("moto endpoint is host:port");
     if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
         panic!("moto (DynamoDB + S3) is not answering on {endpoint}: start it with `dev/services up`");
     }
-    for (name, what, path) in [("BUILDSTATS_OPENSEARCH_URL", "OpenSearch (osmem-server)", "/"), ("BUILDSTATS_INFLUXDB_URL", "InfluxDB", "/ping")] {
-        let url = vars.get(name).cloned().unwrap_or_else(|| panic!("{name} is not set and target/dev/services.env does not name it: run `dev/services up` (it starts {what})"));
-        let answered = std::process::Command::new("curl").args(["-s", "-o", "/dev/null", "--max-time", "3", &format!("{url}{path}")]).status();
+    for (name, what, path) in
+        [("BUILDSTATS_OPENSEARCH_URL", "OpenSearch (osmem-server)", "/"), ("BUILDSTATS_INFLUXDB_URL", "InfluxDB", "/ping")]
+    {
+        let url = vars.get(name).cloned().unwrap_or_else(|| {
+            panic!("{name} is not set and target/dev/services.env does not name it: run `dev/services up` (it starts {what})")
+        });
+        let answered =
+            std::process::Command::new("curl").args(["-s", "-o", "/dev/null", "--max-time", "3", &format!("{url}{path}")]).status();
         if !answered.map(|s| s.success()).unwrap_or(false) {
             panic!("{what} is not answering on {url}: start it with `dev/services up`");
         }
@@ -429,7 +436,11 @@ pub async fn read_raw(config: &Config, topic: &str) -> Vec<RawRecord> {
                     value: m.payload().map(<[u8]>::to_vec),
                     headers: m
                         .headers()
-                        .map(|h| h.iter().map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).to_string())).collect())
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).to_string()))
+                                .collect()
+                        })
                         .unwrap_or_default(),
                 });
             }
@@ -543,8 +554,11 @@ pub async fn send_fixture(gw: &common::TestGateway, token: &str, name: &str, tim
     let doc = serde_json::to_vec(&doc).unwrap();
     let c = reqwest::Client::new();
     let url = gw.url(&format!("{run_id}/"));
-    let steps: &[(reqwest::Method, &str)] =
-        if start_only { &[(reqwest::Method::POST, "run start")] } else { &[(reqwest::Method::POST, "run start"), (reqwest::Method::PATCH, "run end")] };
+    let steps: &[(reqwest::Method, &str)] = if start_only {
+        &[(reqwest::Method::POST, "run start")]
+    } else {
+        &[(reqwest::Method::POST, "run start"), (reqwest::Method::PATCH, "run end")]
+    };
     for (method, what) in steps {
         send_accepted(&c, method.clone(), &url, token, &doc, &format!("{what} of {name}")).await;
     }

@@ -29,9 +29,7 @@ pub fn repo_root() -> PathBuf {
 }
 
 pub fn fixtures_dir() -> PathBuf {
-    std::env::var_os("BUILDSTATS_FIXTURES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared/fixtures/pants-runs"))
+    std::env::var_os("BUILDSTATS_FIXTURES_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("../shared/fixtures/pants-runs"))
 }
 
 /// `target/dev/services.env` overlaid by the process environment.
@@ -47,9 +45,9 @@ pub fn services_env() -> HashMap<String, String> {
 }
 
 fn require(vars: &HashMap<String, String>, name: &str) -> String {
-    vars.get(name).cloned().unwrap_or_else(|| {
-        panic!("{name} is not set and target/dev/services.env does not name it: run `dev/services up` first")
-    })
+    vars.get(name)
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} is not set and target/dev/services.env does not name it: run `dev/services up` first"))
 }
 
 fn assert_reachable(what: &str, hostport: &str) {
@@ -124,15 +122,7 @@ impl TestGateway {
         let pool = db::connect(&config.postgres).await.unwrap();
         let auth = Authenticator::new(&config.auth, pool).unwrap();
         let unique = &uuid::Uuid::new_v4().simple().to_string()[..12];
-        TestGateway {
-            base_url,
-            config,
-            auth,
-            org: format!("org{unique}"),
-            repo: "repo".into(),
-            shutdown: Some(tx),
-            task: Some(task),
-        }
+        TestGateway { base_url, config, auth, org: format!("org{unique}"), repo: "repo".into(), shutdown: Some(tx), task: Some(task) }
     }
 
     /// A long-lived token for this gateway's org/repo (or another).
@@ -208,8 +198,8 @@ impl TopicContents {
         // A retried request republishes the same chunks: keep one of each index.
         chunks.sort_by_key(|c| c.index);
         chunks.dedup_by_key(|c| c.index);
-        let bytes = ingest_gateway::records::reassemble(&mut chunks)
-            .unwrap_or_else(|| panic!("blob {} has an incomplete chunk set", blob.blob_id));
+        let bytes =
+            ingest_gateway::records::reassemble(&mut chunks).unwrap_or_else(|| panic!("blob {} has an incomplete chunk set", blob.blob_id));
         assert_eq!(bytes.len() as i64, blob.size, "blob size");
         bytes
     }
@@ -335,13 +325,7 @@ pub fn multipart(parts: &[(&str, &[u8])]) -> (Vec<u8>, String) {
 }
 
 /// Send a JSON document as the plugin does: multipart `buildsense`, zlib over 10 KiB.
-pub async fn send_doc(
-    client: &reqwest::Client,
-    method: reqwest::Method,
-    url: &str,
-    token: &str,
-    doc: &[u8],
-) -> reqwest::Response {
+pub async fn send_doc(client: &reqwest::Client, method: reqwest::Method, url: &str, token: &str, doc: &[u8]) -> reqwest::Response {
     let compress = doc.len() > 10 * 1024;
     let data = if compress { zlib(doc) } else { doc.to_vec() };
     let (body, content_type) = multipart(&[("buildsense", &data)]);
@@ -397,9 +381,10 @@ pub struct PrivateBroker {
 
 impl PrivateBroker {
     pub fn start(dir: &Path) -> PrivateBroker {
-        let bin = services_env().get("BUILDSTATS_DEV_TANSU_BIN").cloned().unwrap_or_else(|| {
-            panic!("BUILDSTATS_DEV_TANSU_BIN is not in target/dev/services.env: run `dev/services up`")
-        });
+        let bin = services_env()
+            .get("BUILDSTATS_DEV_TANSU_BIN")
+            .cloned()
+            .unwrap_or_else(|| panic!("BUILDSTATS_DEV_TANSU_BIN is not in target/dev/services.env: run `dev/services up`"));
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut broker = PrivateBroker { bin: bin.into(), dir: dir.to_path_buf(), port, child: None, starts: 0 };
         broker.spawn();

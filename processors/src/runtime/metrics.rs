@@ -13,3 +13,6 @@ pub const PARTITIONS_ASSIGNED: &str = "sink_partitions_assigned";
 pub const PARTITIONS_PAUSED: &str = "sink_partitions_paused";
 pub const PARTITIONS_STOPPED: &str = "sink_partitions_stopped";
 pub const CHUNKS_STAGED: &str = "sink_chunks_staged_total";
+/// Records dropped because their build was deleted (`reason="deleted"`) or is older than its
+/// repo's retention policy (`reason="expired"`).
+pub const RECORDS_DROPPED: &str = "sink_records_dropped_total";

@@ -20,6 +20,7 @@
 pub mod backoff;
 pub mod dead_letter;
 pub mod decode;
+pub mod deleted;
 pub mod metrics;
 mod partition;
 pub mod payloads;
@@ -147,6 +148,8 @@ pub(crate) struct Shared<S: Sink> {
     pub consumer: Arc<SinkConsumer>,
     pub dead_letters: DeadLetters,
     pub stage: Option<ChunkStage>,
+    /// Drops records of deleted and expired builds ([`deleted`]).
+    pub deleted: deleted::DeletedBuilds,
     pub settings: Settings,
     pub stop: watch::Receiver<bool>,
 }
@@ -218,12 +221,16 @@ pub async fn run<S: Sink>(
         .create()
         .context("cannot create the dead-letter producer")?;
     let settings = Settings::from_config(config);
+    let deleted = deleted::DeletedBuilds::connect(config)
+        .await
+        .with_context(|| format!("the {name} sink reads the register of deleted builds in Postgres"))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         sink,
         consumer: consumer.clone(),
         dead_letters: DeadLetters::new(producer, &config.kafka.dead_letter_topic, name),
         stage,
+        deleted,
         settings: settings.clone(),
         stop: stop_rx,
     });

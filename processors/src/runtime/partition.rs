@@ -18,11 +18,12 @@ use tokio::sync::mpsc;
 
 use super::backoff::Backoff;
 use super::decode::{classify, Classified, RawRecord};
+use super::deleted::{Dropped, Seen};
 use super::metrics as m;
 use super::payloads::{assemble, blob_refs, verify};
 use super::Shared;
 use crate::aws::StoreError;
-use crate::sink::{Change, Payloads, Rejected, Sink, Transient};
+use crate::sink::{BuildKey, Change, ChangeKind, Payloads, Rejected, Sink, Transient};
 
 pub(crate) async fn run<S: Sink>(
     shared: Arc<Shared<S>>,
@@ -130,6 +131,41 @@ async fn process<S: Sink>(shared: &Shared<S>, partition: i32, generation: u64, b
         }
     }
 
+    // 0. Drop what belongs to deleted builds, or to builds past their repo's retention.
+    if !changes.is_empty() || !chunks.is_empty() {
+        let tombstones: Vec<String> =
+            changes.iter().filter(|(_, c)| matches!(c.kind, ChangeKind::Tombstone)).map(|(_, c)| c.key.joined()).collect();
+        let seen: Vec<Seen> = changes
+            .iter()
+            .filter(|(_, c)| !matches!(c.kind, ChangeKind::Tombstone))
+            .map(|(_, c)| Seen { build_key: c.key.joined(), started_at_us: started_at_us(&c.kind) })
+            .chain(chunks.iter().map(|(_, key, _)| Seen { build_key: key.joined(), started_at_us: None }))
+            .collect();
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let Some(drop) = retry(shared, partition, generation, "check for deleted builds", || shared.deleted.to_drop(&tombstones, &seen, now_ms)).await
+        else {
+            return Flow::Abandon;
+        };
+        if !drop.is_empty() {
+            let dropped = |key: &BuildKey| drop.get(&key.joined()).copied();
+            let count = |why: Dropped| ::metrics::counter!(m::RECORDS_DROPPED, "sink" => sink, "reason" => why.as_str()).increment(1);
+            changes.retain(|(_, c)| match (&c.kind, dropped(&c.key)) {
+                (ChangeKind::Tombstone, _) | (_, None) => true,
+                (_, Some(why)) => {
+                    count(why);
+                    false
+                }
+            });
+            chunks.retain(|(_, key, _)| match dropped(key) {
+                None => true,
+                Some(why) => {
+                    count(why);
+                    false
+                }
+            });
+        }
+    }
+
     // 1. Stage chunks durably, keeping this batch's in memory for the events that follow.
     let mut batch_chunks: HashMap<String, HashMap<i32, Bytes>> = HashMap::new();
     if !chunks.is_empty() {
@@ -228,6 +264,15 @@ async fn process<S: Sink>(shared: &Shared<S>, partition: i32, generation: u64, b
     match stop {
         Some((i, reason)) => Flow::Stop { offset: batch[i].offset(), reason },
         None => Flow::Continue,
+    }
+}
+
+/// The build's start (epoch µs), on the records that carry its run record.
+fn started_at_us(kind: &ChangeKind) -> Option<i64> {
+    match kind {
+        ChangeKind::Started(e) => Some(e.run.started_at),
+        ChangeKind::Ended(e) => Some(e.run.started_at),
+        _ => None,
     }
 }
 
