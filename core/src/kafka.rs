@@ -129,15 +129,29 @@ pub fn consumer_config(config: &KafkaConfig, group_id: &str, commit_interval_ms:
 /// Create the builds topic and the dead-letter topic when missing; check the partition count
 /// of existing ones. Idempotent. Returns the topics it created.
 pub async fn ensure_topics(config: &KafkaConfig) -> Result<Vec<String>, KafkaSetupError> {
+    let topics = [
+        (config.topic.as_str(), config.partitions),
+        (config.dead_letter_topic.as_str(), config.partitions),
+    ];
+    let created = create_topics(config, &topics).await?;
+    for (name, expected) in topics {
+        let actual = partition_count(config, name, Duration::from_secs(10)).await?;
+        if actual != expected {
+            return Err(KafkaSetupError::PartitionMismatch { topic: name.to_string(), expected, actual });
+        }
+    }
+    Ok(created)
+}
+
+/// Create the topics that are missing, with the builds topic's settings (delete cleanup,
+/// `kafka.retention_days`, the record batch limit, `kafka.replication_factor`). Existing
+/// topics are left as they are. Returns the topics it created.
+pub async fn create_topics(config: &KafkaConfig, topics: &[(&str, i32)]) -> Result<Vec<String>, KafkaSetupError> {
     let admin: AdminClient<DefaultClientContext> = client_config(config)?
         .create()
         .map_err(|source| KafkaSetupError::Client { brokers: config.brokers.clone(), source })?;
     let retention_ms = (config.retention_days * 24 * 3600 * 1000).to_string();
     let max_bytes = batch_max_bytes(config).to_string();
-    let topics = [
-        (config.topic.as_str(), config.partitions),
-        (config.dead_letter_topic.as_str(), config.partitions),
-    ];
     let new_topics: Vec<NewTopic> = topics
         .iter()
         .map(|(name, partitions)| {
@@ -164,12 +178,6 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<Vec<String>, KafkaSet
             Err((topic, code)) => {
                 return Err(KafkaSetupError::CreateTopic { topic, message: code.to_string() })
             }
-        }
-    }
-    for (name, expected) in topics {
-        let actual = partition_count(config, name, Duration::from_secs(10)).await?;
-        if actual != expected {
-            return Err(KafkaSetupError::PartitionMismatch { topic: name.to_string(), expected, actual });
         }
     }
     Ok(created)

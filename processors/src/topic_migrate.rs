@@ -37,8 +37,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use buildstats_core::config::Config;
 use buildstats_core::kafka;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
@@ -250,32 +248,8 @@ async fn ensure_target(config: &Config, topics: &[&str], partitions: i32) -> any
             return Err(mismatch(topic, actual));
         }
     }
-    let admin: AdminClient<DefaultClientContext> =
-        kafka::client_config(&config.kafka)?.create().context("cannot create a Kafka admin client")?;
-    let retention_ms = (config.kafka.retention_days * 24 * 3600 * 1000).to_string();
-    let max_bytes = kafka::batch_max_bytes(&config.kafka).to_string();
-    let new_topics: Vec<NewTopic> = topics
-        .iter()
-        .map(|name| {
-            NewTopic::new(name, partitions, TopicReplication::Fixed(config.kafka.replication_factor))
-                .set("cleanup.policy", "delete")
-                .set("retention.ms", &retention_ms)
-                .set("max.message.bytes", &max_bytes)
-        })
-        .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = admin
-        .create_topics(new_topics.iter(), &options)
-        .await
-        .with_context(|| format!("cannot create topics on {}: is the broker up?", config.kafka.brokers))?;
-    let mut created = Vec::new();
-    for result in results {
-        match result {
-            Ok(topic) => created.push(topic),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => anyhow::bail!("creating topic {topic} failed: {code}"),
-        }
-    }
+    let wanted: Vec<(&str, i32)> = topics.iter().map(|t| (*t, partitions)).collect();
+    let created = kafka::create_topics(&config.kafka, &wanted).await?;
     for topic in topics {
         // A topic just created may take a moment to show in the metadata.
         let deadline = Instant::now() + METADATA_TIMEOUT;
