@@ -37,3 +37,18 @@ pub fn status_kb(pid: u32, field: &str) -> u64 {
         .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
         .unwrap_or(0)
 }
+
+/// What the plugin's requests carry besides the document (versions, tenant), for benches that
+/// build the gateway's records themselves.
+#[allow(dead_code)] // the query bench writes to the stores directly
+pub fn plugin_context(org: &str, repo: &str) -> ingest_gateway::normalize::RequestContext {
+    ingest_gateway::normalize::RequestContext {
+        org: org.to_string(),
+        repo: repo.to_string(),
+        token_is_ci: false,
+        pants_version: Some("2.16.0".into()),
+        plugin_version: Some("0.27.0".into()),
+        stats_version: Some("3".into()),
+        source: "plugin",
+    }
+}

@@ -29,7 +29,7 @@ use clap::Parser;
 use common::status_kb;
 use ingest_gateway::documents::{BuildStats, WorkunitsUpdate};
 use ingest_gateway::events::{self, Source};
-use ingest_gateway::normalize::{self, RequestContext};
+use ingest_gateway::normalize;
 use ingest_gateway::otlp;
 use ingest_gateway::records::BuildRecords;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -127,15 +127,7 @@ fn run_id(workload: usize, n: u64) -> String {
 }
 
 fn workloads(fixtures: &Path, org: &'static Slug, repo: &'static Slug, limit: usize) -> anyhow::Result<Vec<Workload>> {
-    let ctx = RequestContext {
-        org: org.to_string(),
-        repo: repo.to_string(),
-        token_is_ci: false,
-        pants_version: Some("2.16.0".into()),
-        plugin_version: Some("0.27.0".into()),
-        stats_version: Some("3".into()),
-        source: "plugin",
-    };
+    let ctx = common::plugin_context(org.as_str(), repo.as_str());
 
     // (a) A workunits update as the plugin sends every second: 40 workunits of a real run.
     let fixture: serde_json::Value = serde_json::from_slice(&std::fs::read(fixtures.join("pants_pytest_with_address.json"))?)?;
