@@ -335,10 +335,11 @@ async fn a_migration_killed_midway_continues_on_rerun_without_losing_or_reorderi
     let to = format!("{}.v2", config.kafka.topic);
     let (status, out, err) = run_cli(&config, &["admin", "init"]);
     assert!(status.success(), "admin init: {out}{err}");
-    // Enough records that a copy takes several seconds on tansu: 200 builds of 20 events.
+    // Enough records that a copy takes well over its 2 s progress interval on tansu (4,000
+    // records took 1.9 s on an idle machine): 200 builds of 60 events.
     let base = now_ms() - 3_600_000;
     let mut records = Vec::new();
-    for k in 0..20 {
+    for k in 0..60 {
         for n in 0..200 {
             let mut r = event(n, k, base + (k * 200 + n) as i64);
             r.value.as_mut().unwrap().extend(std::iter::repeat(b'x').take(512));
