@@ -50,36 +50,41 @@ pub async fn run_sinks(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     buildstats_core::telemetry::metrics_handle();
+    // One Postgres pool and one copy of the policies for every sink of this process.
+    let deleted = Arc::new(
+        runtime::deleted::DeletedBuilds::connect(config).await.context("the sinks read the register of deleted builds in Postgres")?,
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut checks: Vec<ReadyCheck> = Vec::new();
     let mut tasks: Vec<BoxFuture<'static, anyhow::Result<()>>> = Vec::new();
     for run in runs {
         let stop = wait_for(stop_rx.clone());
+        let deleted = deleted.clone();
         match run.name {
             SinkName::DynamoDb => {
                 let sink = Arc::new(DynamoDbSink::from_config(config).await);
                 checks.push(ready_check(sink.clone()));
                 let config = config.clone();
-                tasks.push(Box::pin(async move { runtime::run(&config, sink, &run.group, None, stop).await }));
+                tasks.push(Box::pin(async move { runtime::run(&config, sink, &run.group, None, deleted, stop).await }));
             }
             SinkName::S3 => {
                 let sink = Arc::new(S3Sink::from_config(config).await);
                 checks.push(ready_check(sink.clone()));
                 let stage = Some(sink.stage());
                 let config = config.clone();
-                tasks.push(Box::pin(async move { runtime::run(&config, sink, &run.group, stage, stop).await }));
+                tasks.push(Box::pin(async move { runtime::run(&config, sink, &run.group, stage, deleted, stop).await }));
             }
             SinkName::OpenSearch => {
                 let sink = Arc::new(OpenSearchSink::from_config(config)?);
                 checks.push(ready_check(sink.clone()));
                 let config = config.clone();
-                tasks.push(Box::pin(async move { runtime::run(&config, sink, &run.group, None, stop).await }));
+                tasks.push(Box::pin(async move { runtime::run(&config, sink, &run.group, None, deleted, stop).await }));
             }
             SinkName::InfluxDb => {
                 let sink = Arc::new(InfluxDbSink::from_config(config)?);
                 checks.push(ready_check(sink.clone()));
                 let config = config.clone();
-                tasks.push(Box::pin(async move { runtime::run(&config, sink, &run.group, None, stop).await }));
+                tasks.push(Box::pin(async move { runtime::run(&config, sink, &run.group, None, deleted, stop).await }));
             }
         }
     }

@@ -39,12 +39,14 @@ use buildstats_core::config::Config;
 use buildstats_core::kafka;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::{DeliveryFuture, FutureProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+
+use crate::runtime::dead_letter::copy_of;
 
 /// Records of one source partition sent to the target and not yet acknowledged.
 const IN_FLIGHT_PER_PARTITION: usize = 100;
@@ -442,19 +444,7 @@ async fn copy_partition(
 /// Put a copy of `record` (key, value or null, every header, timestamp) in the producer's
 /// queue for `target`, waiting while the queue is full.
 async fn enqueue(producer: &FutureProducer, target: &str, record: &OwnedMessage) -> anyhow::Result<DeliveryFuture> {
-    let mut headers = OwnedHeaders::new();
-    if let Some(original) = record.headers() {
-        for h in original.iter() {
-            headers = headers.insert(Header { key: h.key, value: h.value });
-        }
-    }
-    let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(target).headers(headers);
-    if let Some(key) = record.key() {
-        out = out.key(key);
-    }
-    if let Some(value) = record.payload() {
-        out = out.payload(value);
-    }
+    let mut out = copy_of(target, record, |_| false, &[]);
     if let Some(ms) = record.timestamp().to_millis() {
         out = out.timestamp(ms);
     }

@@ -54,6 +54,13 @@ pub async fn forward<M: Message>(
     drop: impl Fn(&str) -> bool,
     extra: &[(&str, &str)],
 ) -> Result<(), KafkaError> {
+    producer.send(copy_of(topic, record, drop, extra), Duration::from_secs(30)).await.map(|_| ()).map_err(|(e, _)| e)
+}
+
+/// A record for `topic` with `record`'s key, value (a null value stays null) and headers,
+/// minus the headers `drop` names, plus `extra`. What dead-lettering, redriving and topic
+/// migration copy.
+pub fn copy_of<'a, M: Message>(topic: &'a str, record: &'a M, drop: impl Fn(&str) -> bool, extra: &[(&str, &str)]) -> FutureRecord<'a, [u8], [u8]> {
     let mut out = OwnedHeaders::new();
     if let Some(original) = record.headers() {
         for h in original.iter() {
@@ -65,12 +72,12 @@ pub async fn forward<M: Message>(
     for (key, value) in extra {
         out = out.insert(Header { key, value: Some(*value) });
     }
-    let mut future_record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(out);
+    let mut copy: FutureRecord<'a, [u8], [u8]> = FutureRecord::to(topic).headers(out);
     if let Some(key) = record.key() {
-        future_record = future_record.key(key);
+        copy = copy.key(key);
     }
     if let Some(value) = record.payload() {
-        future_record = future_record.payload(value);
+        copy = copy.payload(value);
     }
-    producer.send(future_record, Duration::from_secs(30)).await.map(|_| ()).map_err(|(e, _)| e)
+    copy
 }

@@ -149,7 +149,7 @@ pub(crate) struct Shared<S: Sink> {
     pub dead_letters: DeadLetters,
     pub stage: Option<ChunkStage>,
     /// Drops records of deleted and expired builds ([`deleted`]).
-    pub deleted: deleted::DeletedBuilds,
+    pub deleted: Arc<deleted::DeletedBuilds>,
     pub settings: Settings,
     pub stop: watch::Receiver<bool>,
 }
@@ -202,6 +202,7 @@ pub async fn run<S: Sink>(
     sink: Arc<S>,
     group_id: &str,
     stage: Option<ChunkStage>,
+    deleted: Arc<deleted::DeletedBuilds>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let name = sink.name();
@@ -221,9 +222,6 @@ pub async fn run<S: Sink>(
         .create()
         .context("cannot create the dead-letter producer")?;
     let settings = Settings::from_config(config);
-    let deleted = deleted::DeletedBuilds::connect(config)
-        .await
-        .with_context(|| format!("the {name} sink reads the register of deleted builds in Postgres"))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         sink,
