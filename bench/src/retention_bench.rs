@@ -1,5 +1,5 @@
-//! retention-bench: how fast each sink rebuilds a wiped store by a replay, against its first
-//! ingestion of the same topic, and how fast it applies tombstones, against the same deletes
+//! retention-bench: how fast each sink rebuilds a wiped store by a replay (and from the S3
+//! archive by a reindex), against its first ingestion of the same topic, and how fast it applies tombstones, against the same deletes
 //! through `Sink::write` from memory, all measured in the same run.
 //!
 //! 1. Set-up: a fresh topic, Postgres migrated (the sinks read `deleted_builds`), three sets of
@@ -10,6 +10,9 @@
 //!    into `first`, then is stopped (SIGTERM, exit: offsets committed, group left);
 //!    **replay**: `buildstats replay --sink NAME --from earliest` moves the group back and the
 //!    sink, restarted on the empty `replay` stores, rebuilds them from the topic.
+//!    **reindex** (after every sink's first ingestion, S3's included): `buildstats reindex
+//!    --sink NAME` rebuilds an empty `reindex` store from the S3 sink's archive in `first`
+//!    (no Kafka), timed as the command runs, start-up and listing included.
 //! 3. One tombstone per build is published (key = build key, no value, `bs-event-type:
 //!    tombstone`). Only now: a sink that applies a tombstone records the build in Postgres'
 //!    `deleted_builds`, which every sink reads, and every sink drops later records of a deleted
@@ -19,7 +22,7 @@
 //!    concurrently); the **sink** is started again on `replay` (its group resumes after the
 //!    builds' records) and applies the tombstones from the topic.
 //!
-//! Rates run from the sink's first record read to its last record written (`/metrics`), so
+//! Sink rates run from the sink's first record read to its last record written (`/metrics`), so
 //! process start-up and the group join are not counted. Every phase checks what the store
 //! then holds (N builds after ingestion and replay, none after the tombstones).
 //!
@@ -53,7 +56,7 @@ use serde_json::json;
 use sink_common::{baseline, changes_by_partition, consume_all, prefill, run_sink_process, selected, Measured, Produced, SINKS};
 
 #[derive(Parser)]
-#[command(about = "Replay rate vs first ingestion, and tombstones/s per sink vs Sink::write deletes, same run")]
+#[command(about = "Replay and reindex rates vs first ingestion, and tombstones/s per sink vs Sink::write deletes, same run")]
 struct Args {
     /// Builds to pre-fill (each a run start and a run end: two records; then one tombstone).
     #[arg(long, default_value_t = 1000)]
@@ -205,6 +208,23 @@ fn replay_cli(bin: &Path, config: &Config, name: &str) -> anyhow::Result<String>
     }
 }
 
+/// `buildstats reindex --sink NAME`; its summary (stderr).
+fn reindex_cli(bin: &Path, config: &Config, name: &str) -> anyhow::Result<String> {
+    let mut c = config.clone();
+    c.log.level = "warn".into();
+    let out = Command::new(bin)
+        .args(["reindex", "--sink", name])
+        .envs(c.to_env())
+        .env("BUILDSTATS_ENV_FILE", "/nonexistent")
+        .output()
+        .with_context(|| format!("running {} reindex", bin.display()))?;
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        bail!("buildstats reindex --sink {name} failed ({}):\n{err}", out.status);
+    }
+    Ok(err)
+}
+
 /// One tombstone per build key, sent concurrently (each after its build's records, which
 /// are already acknowledged).
 async fn publish_tombstones(config: &Config, keys: Vec<String>) -> anyhow::Result<Vec<Produced>> {
@@ -242,6 +262,8 @@ struct Row {
     first: Measured,
     replay: Measured,
     replay_cli: Duration,
+    /// The whole `reindex` command, from the archive.
+    reindex: Option<Duration>,
     tomb_base: Option<Duration>,
     tomb_sink: Option<Measured>,
 }
@@ -254,6 +276,9 @@ async fn main() -> anyhow::Result<()> {
     let first = with_stores(&config, &unique, "first");
     let replay = with_stores(&config, &unique, "replay");
     let base = with_stores(&config, &unique, "baseline");
+    // Rebuilt from the S3 archive the S3 sink wrote into `first`.
+    let mut reindexed = with_stores(&config, &unique, "reindex");
+    reindexed.s3.bucket = first.s3.bucket.clone();
     let names: Vec<&'static str> = SINKS.into_iter().filter(|n| selected(&args.target.sink, n)).collect();
     if names.is_empty() {
         bail!("--sink {} selects no sink: dynamodb, s3, opensearch, influxdb or all", args.target.sink);
@@ -261,7 +286,7 @@ async fn main() -> anyhow::Result<()> {
     let load_at_start = load_average();
 
     eprintln!(
-        "[1/6] set-up: topic {} ({} partitions); stores bench-{unique}-{{first,replay,baseline}}, databases bench_{unique}_{{first,replay,baseline}}",
+        "[1/6] set-up: topic {} ({} partitions); stores bench-{unique}-{{first,replay,baseline,reindex}}, databases bench_{unique}_{{first,replay,baseline,reindex}}",
         config.kafka.topic, config.kafka.partitions
     );
     // The sinks read and write `deleted_builds`: the database must exist and be migrated.
@@ -282,7 +307,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     kafka::ensure_topics(&config.kafka).await?;
-    for c in [&first, &replay, &base] {
+    for c in [&first, &replay, &base, &reindexed] {
         processors::init::init_stores(c).await?;
     }
 
@@ -332,7 +357,32 @@ async fn main() -> anyhow::Result<()> {
             first_run.elapsed.as_secs_f64() / replay_run.elapsed.as_secs_f64()
         );
         expect_held(&replay, name, &org, build_count, "the replay").await?;
-        rows.push(Row { name, store_alone, first: first_run, replay: replay_run, replay_cli: cli_time, tomb_base: None, tomb_sink: None });
+        rows.push(Row { name, store_alone, first: first_run, replay: replay_run, replay_cli: cli_time, reindex: None, tomb_base: None, tomb_sink: None });
+    }
+
+    // Before the tombstones: a reindex skips builds in the deleted register.
+    if names.contains(&"s3") {
+        for row in rows.iter_mut().filter(|r| r.name != "s3") {
+            let name = row.name;
+            eprintln!("[4/6] {name}: reindex: `buildstats reindex --sink {name}` from the archive in bench-{unique}-first into the empty bench-{unique}-reindex");
+            let started = Instant::now();
+            let summary = ticking("reindexing", async { reindex_cli(&args.target.bin, &reindexed, name) }).await?;
+            let took = started.elapsed();
+            if let Some(line) = summary.lines().find(|l| l.contains(" done: ")) {
+                eprintln!("      {line}");
+            }
+            eprintln!(
+                "      {} builds in {:.1} s: {:.0} builds/s ({:.2} of the first ingestion)",
+                args.builds,
+                took.as_secs_f64(),
+                builds / took.as_secs_f64(),
+                row.first.elapsed.as_secs_f64() / took.as_secs_f64()
+            );
+            expect_held(&reindexed, name, &org, build_count, "the reindex").await?;
+            row.reindex = Some(took);
+        }
+    } else {
+        eprintln!("[4/6] reindex: skipped (it reads the archive the S3 sink writes: add s3 to --sink)");
     }
 
     eprintln!("[5/6] publishing one tombstone per build (key only, bs-event-type: tombstone)");
@@ -386,15 +436,19 @@ async fn main() -> anyhow::Result<()> {
         tombstones.len() as f64 / publish_time.as_secs_f64()
     );
     println!();
-    println!("| sink | first ingestion builds/s (records/s) | replay builds/s (records/s) | replay / first | tombstones/s (sink) | tombstones/s (baseline, `Sink::write`) | sink / baseline |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("| sink | first ingestion builds/s (records/s) | replay builds/s (records/s) | replay / first | reindex builds/s (whole command) | reindex / first | tombstones/s (sink) | tombstones/s (baseline, `Sink::write`) | sink / baseline |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         let first = builds / r.first.elapsed.as_secs_f64();
         let again = builds / r.replay.elapsed.as_secs_f64();
         let tomb_sink = r.tomb_sink.as_ref().map(|m| builds / m.elapsed.as_secs_f64()).unwrap_or(0.0);
         let tomb_base = r.tomb_base.map(|t| builds / t.as_secs_f64()).unwrap_or(0.0);
+        let (reindex, ratio) = match r.reindex {
+            Some(t) => (format!("{:.0}", builds / t.as_secs_f64()), format!("**{:.2}**", builds / t.as_secs_f64() / first)),
+            None => ("-".into(), "-".into()),
+        };
         println!(
-            "| {} | {first:.0} ({:.0}) | {again:.0} ({:.0}) | **{:.2}** | {tomb_sink:.0} | {tomb_base:.0} | **{:.2}** |",
+            "| {} | {first:.0} ({:.0}) | {again:.0} ({:.0}) | **{:.2}** | {reindex} | {ratio} | {tomb_sink:.0} | {tomb_base:.0} | **{:.2}** |",
             r.name,
             first * 2.0,
             again * 2.0,

@@ -64,6 +64,24 @@ enum Command {
         #[arg(long)]
         group: Option<String>,
     },
+    /// Rebuild a store (dynamodb, opensearch, influxdb) from the S3 archive, for builds the
+    /// topic no longer holds. Skips deleted builds and builds past their retention policy.
+    /// Idempotent: builds the store holds stay as they are.
+    Reindex {
+        /// dynamodb, opensearch or influxdb (the S3 store is the source; rebuild it with `replay`).
+        #[arg(long, value_parser = parse_sink)]
+        sink: SinkName,
+        /// Only this org's builds.
+        #[arg(long)]
+        org: Option<String>,
+        /// Only this repo's builds (with --org).
+        #[arg(long, requires = "org")]
+        repo: Option<String>,
+        /// Only builds that started at or after this time: RFC 3339, a date (midnight UTC) or
+        /// epoch milliseconds.
+        #[arg(long, value_parser = processors::reindex::parse_since)]
+        since: Option<i64>,
+    },
     /// The dead-letter topic.
     Dlq {
         #[command(subcommand)]
@@ -290,6 +308,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay { sink, from, group } => {
             let group = group.unwrap_or_else(|| sink.default_group(&config.sinks.group_prefix));
             processors::replay::replay(&config, sink, &group, from).await.map(|_| ())
+        }
+        Command::Reindex { sink, org, repo, since } => {
+            let scope = processors::reindex::ReindexScope {
+                org: org.map(|o| Slug::parse("org", &o)).transpose()?,
+                repo: repo.map(|r| Slug::parse("repo", &r)).transpose()?,
+                since_ms: since,
+            };
+            let summary = processors::reindex::reindex(&config, sink, scope).await?;
+            if !summary.refused.is_empty() {
+                bail!("{} archived events could not be written (listed above); the rest is in the store", summary.refused.len());
+            }
+            Ok(())
         }
         Command::Dlq { command: DlqCommand::Redrive { sink } } => {
             processors::redrive::redrive(&config, sink).await.map(|_| ())

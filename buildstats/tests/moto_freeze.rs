@@ -72,7 +72,7 @@ async fn moto_frozen_for_30_s_loses_nothing_and_the_sinks_resume() {
     assert_eq!(items.len(), sent.len(), "every build, once");
     assert!(items.values().all(|i| s(i, "state") == "final"));
     let objects = stores.objects(&format!("{}/", config.s3.prefix)).await;
-    assert_eq!(objects.len(), sent.len() * 2);
+    assert_eq!(objects.len(), sent.len() * 4, "per build: the start and final documents and their archived events");
     for (run_id, doc) in &sent {
         let (back, _) = stores.get(&format!("{}/{}/{}/{run_id}/final.json", config.s3.prefix, gw.org, gw.repo)).await;
         assert_eq!(&back, doc);

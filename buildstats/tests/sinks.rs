@@ -105,8 +105,9 @@ async fn every_fixture_becomes_one_item_and_one_build_prefix_and_duplicates_chan
         assert_eq!(end, build.doc, "{name}: final document byte-exact");
         assert_eq!(start_type.as_deref(), Some("application/json"));
         assert_eq!(end_type.as_deref(), Some("application/json"));
-        let of_build: Vec<_> = objects.keys().filter(|k| k.starts_with(&prefix)).collect();
-        assert_eq!(of_build.len(), 2, "{name}: {of_build:?}");
+        let (events, documents) = archive_of(&objects, &prefix);
+        assert_eq!(documents, [format!("{prefix}final.json"), format!("{prefix}start.json")], "{name}");
+        assert_eq!(events.len(), 2, "{name}: the run start and the final report are archived: {events:?}");
     }
     // One prefix per build, nothing else outside the staging area.
     let prefixes: std::collections::BTreeSet<String> = objects
@@ -134,6 +135,8 @@ async fn every_fixture_becomes_one_item_and_one_build_prefix_and_duplicates_chan
     assert_eq!(descriptor["path"], json!("dist/coverage.xml"));
     let (sneaky, _) = stores.get(&format!("{prefix}artifacts/%2E%2E%2F%2E%2E%2Fx")).await;
     assert_eq!(sneaky, b"sneaky", "a hostile artifact name stays one segment inside its build");
+    let (events, _) = archive_of(&objects, &prefix);
+    assert_eq!(events.len(), 3, "run start, workunits and artifacts are archived: {events:?}");
     let workunit_keys: Vec<&&String> = mine.iter().filter(|k| k.contains("/workunits/")).collect();
     assert_eq!(workunit_keys.len(), 1, "{mine:?}");
     let (list, _) = stores.get(workunit_keys[0]).await;
@@ -185,7 +188,7 @@ async fn assert_exactly(config: &Config, gw: &TestGateway, stores: &Stores, sent
     }
     if sinks.contains(&"s3") {
         let objects = stores.objects(&format!("{}/", config.s3.prefix)).await;
-        assert_eq!(objects.len(), sent.len() * 2, "a start and a final document per build");
+        assert_eq!(objects.len(), sent.len() * 4, "per build: a start and a final document, and their two archived events");
         for b in sent {
             let prefix = format!("{}/{}/{}/{}/", config.s3.prefix, gw.org, gw.repo, b.run_id);
             assert!(objects.contains_key(&format!("{prefix}final.json")), "{prefix}final.json");

@@ -5,11 +5,13 @@
 //! - [`sink`]: the small trait a store implements.
 //! - [`sinks`]: the stores (DynamoDB, S3, OpenSearch, InfluxDB).
 //! - [`init`]: `admin init-stores`; [`redrive`]: `dlq redrive`; [`retention`]: `retention run`;
-//!   [`replay`]: `replay`; [`topic_migrate`]: `admin topic migrate`.
+//!   [`replay`]: `replay`; [`reindex`]: `reindex` (from the S3 archive);
+//!   [`topic_migrate`]: `admin topic migrate`.
 
 pub mod aws;
 pub mod init;
 pub mod redrive;
+pub mod reindex;
 pub mod replay;
 pub mod retention;
 pub mod runtime;

@@ -389,6 +389,11 @@ impl Stores {
     }
 }
 
+/// The keys of one build's prefix, split into its archived events (`events/`) and the rest.
+pub fn archive_of(objects: &BTreeMap<String, (i64, String)>, prefix: &str) -> (Vec<String>, Vec<String>) {
+    objects.keys().filter(|k| k.starts_with(prefix)).cloned().partition(|k| k[prefix.len()..].starts_with("events/"))
+}
+
 pub fn s(item: &Item, name: &str) -> String {
     match item.get(name) {
         Some(AttributeValue::S(v)) => v.clone(),
@@ -546,6 +551,11 @@ pub async fn send_accepted(c: &reqwest::Client, method: reqwest::Method, url: &s
 /// Send a fixture as the plugin would (run start, then run end unless `start_only`), with a
 /// fresh run id and the given start time. Returns the run id and the document sent.
 pub async fn send_fixture(gw: &common::TestGateway, token: &str, name: &str, timestamp: f64, start_only: bool) -> (String, Vec<u8>) {
+    send_fixture_to(gw, &gw.repo, token, name, timestamp, start_only).await
+}
+
+/// [`send_fixture`] to another repo of the gateway's org (the token must be that repo's).
+pub async fn send_fixture_to(gw: &common::TestGateway, repo: &str, token: &str, name: &str, timestamp: f64, start_only: bool) -> (String, Vec<u8>) {
     let bytes = std::fs::read(common::fixtures_dir().join(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"));
     let mut doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     let run_id = common::new_run_id();
@@ -553,7 +563,7 @@ pub async fn send_fixture(gw: &common::TestGateway, token: &str, name: &str, tim
     doc["run_info"]["timestamp"] = serde_json::json!(timestamp);
     let doc = serde_json::to_vec(&doc).unwrap();
     let c = reqwest::Client::new();
-    let url = gw.url(&format!("{run_id}/"));
+    let url = format!("{}/api/v1/repos/{}/{repo}/buildsense/{run_id}/", gw.base_url, gw.org);
     let steps: &[(reqwest::Method, &str)] = if start_only {
         &[(reqwest::Method::POST, "run start")]
     } else {

@@ -73,8 +73,18 @@ impl DeletedBuilds {
 
     /// Record the batch's tombstones, then say which builds of `seen` to drop and why.
     pub async fn to_drop(&self, tombstones: &[String], seen: &[Seen], now_ms: i64) -> Result<HashMap<String, Dropped>, Transient> {
-        let failed = |e: buildstats_core::db::DbError| Transient(format!("postgres (deleted builds): {e}"));
         retention::record_deleted(&self.pool, tombstones, "tombstone").await.map_err(failed)?;
+        let out = self.judge(seen, now_ms).await?;
+        let expired: Vec<String> = out.iter().filter(|(_, why)| **why == Dropped::Expired).map(|(k, _)| k.clone()).collect();
+        // An expired build is recorded as deleted too: its later records that carry no start
+        // time (workunits, artifacts) are then dropped as well, and nothing of it is written.
+        retention::record_deleted(&self.pool, &expired, "expired").await.map_err(failed)?;
+        Ok(out)
+    }
+
+    /// Which builds of `seen` are deleted or past their policy, recording nothing (a reindex
+    /// sees all of a build's records at once, so it has no later records to catch).
+    pub async fn judge(&self, seen: &[Seen], now_ms: i64) -> Result<HashMap<String, Dropped>, Transient> {
         if seen.is_empty() {
             return Ok(HashMap::new());
         }
@@ -82,7 +92,6 @@ impl DeletedBuilds {
         let mut out: HashMap<String, Dropped> =
             retention::deleted_among(&self.pool, &keys).await.map_err(failed)?.into_iter().map(|k| (k, Dropped::Deleted)).collect();
         let policies = self.policies().await.map_err(failed)?;
-        let mut expired = Vec::new();
         for s in seen {
             if out.contains_key(&s.build_key) {
                 continue;
@@ -90,13 +99,9 @@ impl DeletedBuilds {
             if let (Some(started), Some(days)) = (s.started_at_us, repo_of(&s.build_key).and_then(|r| policies.get(r))) {
                 if expired_on_arrival(started, *days, now_ms) {
                     out.insert(s.build_key.clone(), Dropped::Expired);
-                    expired.push(s.build_key.clone());
                 }
             }
         }
-        // An expired build is recorded as deleted too: its later records that carry no start
-        // time (workunits, artifacts) are then dropped as well, and nothing of it is written.
-        retention::record_deleted(&self.pool, &expired, "expired").await.map_err(failed)?;
         Ok(out)
     }
 
@@ -108,6 +113,10 @@ impl DeletedBuilds {
         }
         Ok(cached.1.clone())
     }
+}
+
+fn failed(e: buildstats_core::db::DbError) -> Transient {
+    Transient(format!("postgres (deleted builds): {e}"))
 }
 
 /// `{org}/{repo}` of a build key.

@@ -6,6 +6,7 @@
 //!                                          /workunits/{event_id}.json        one live update
 //!                                          /artifacts/{artifact_id}          content (Pants log, ...)
 //!                                          /artifacts/{artifact_id}.descriptor.json
+//!                                          /events/{event_id}.avro           archived event (`archive`)
 //! ```
 //!
 //! Org and repo are validated slugs; the run id is escaped with
@@ -41,6 +42,10 @@ impl BuildPrefix {
 
     pub fn workunits(&self, event_id: &str) -> Result<String, Rejected> {
         Ok(format!("{}workunits/{}.json", self.0, segment("event id", event_id)?))
+    }
+
+    pub fn event(&self, event_id: &str) -> Result<String, Rejected> {
+        Ok(format!("{}events/{}.avro", self.0, segment("event id", event_id)?))
     }
 
     pub fn artifact(&self, artifact_id: &str) -> Result<String, Rejected> {

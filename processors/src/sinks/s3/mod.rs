@@ -4,9 +4,11 @@
 //!
 //! Every object is written with `If-None-Match: *` (create only), so the first write of a key
 //! wins: a duplicate final report, a batch re-upload or a replay never overwrites anything,
-//! and repeating a record leaves the bucket as one delivery did. A tombstone deletes the
-//! whole prefix ([`delete`]).
+//! and repeating a record leaves the bucket as one delivery did. After a change's objects,
+//! the event itself is archived ([`archive`]) for `buildstats reindex`. A tombstone deletes
+//! the whole prefix ([`delete`]).
 
+pub mod archive;
 pub mod bucket;
 pub mod delete;
 pub mod keys;
@@ -92,8 +94,21 @@ impl S3Sink {
         self.put_new(key, &blob.content_type, bytes.clone()).await
     }
 
+    /// The change's objects, then its archived event: an archived event always names
+    /// payloads that are stored.
     async fn write_one(&self, change: &Change) -> WriteResult {
         let prefix = BuildPrefix::new(&self.prefix, &change.key);
+        if let Err(r) = self.write_objects(&prefix, change).await? {
+            return Ok(Err(r));
+        }
+        match archive::archived(&prefix, &change.kind) {
+            None => Ok(Ok(())),
+            Some(Err(r)) => Ok(Err(r)),
+            Some(Ok((key, bytes))) => self.put_new(key, "application/vnd.apache.avro.binary", Bytes::from(bytes)).await,
+        }
+    }
+
+    async fn write_objects(&self, prefix: &BuildPrefix, change: &Change) -> WriteResult {
         match &change.kind {
             ChangeKind::Started(e) => self.put_payload(change, &e.start_document, prefix.start_document()).await,
             ChangeKind::Ended(e) => self.put_payload(change, &e.final_document, prefix.final_document()).await,
