@@ -23,26 +23,6 @@ fn now_s() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
 }
 
-/// Every search document: `_id` → (`_version`, `_source`).
-async fn documents(config: &Config) -> BTreeMap<String, (i64, Value)> {
-    let search = processors::sinks::opensearch::client(config).unwrap();
-    let (status, answer) = search
-        .call_json(
-            opensearch::http::Method::Post,
-            &format!("/{}/_search", config.opensearch.alias),
-            &json!({"size": 1000, "version": true, "query": {"match_all": {}}}),
-        )
-        .await
-        .unwrap();
-    assert!(status.is_success(), "search: {answer}");
-    answer["hits"]["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| (h["_id"].as_str().unwrap().to_string(), (h["_version"].as_i64().unwrap_or(-1), h["_source"].clone())))
-        .collect()
-}
-
 /// The rows of every series of an InfluxQL answer.
 fn values(answer: &Value) -> Vec<Value> {
     answer["results"][0]["series"].as_array().into_iter().flatten().flat_map(|s| s["values"].as_array().cloned().unwrap_or_default()).collect()
@@ -70,15 +50,8 @@ async fn point_time(config: &Config, run_id: &str) -> i64 {
 }
 
 async fn wipe(config: &Config, stores: &Stores) {
-    let search = processors::sinks::opensearch::client(config).unwrap();
-    let index = format!("{}-v{}", config.opensearch.alias, config.opensearch.index_version);
-    let (status, answer) = search.call_json(opensearch::http::Method::Delete, &format!("/{index}"), &json!({})).await.unwrap();
-    assert!(status.is_success(), "delete index {index}: {answer}");
-    stores.dynamo.delete_table().table_name(&config.dynamodb.table).send().await.expect("delete table");
-    wait_until("the table to be gone", Duration::from_secs(30), || async {
-        stores.dynamo.describe_table().table_name(&config.dynamodb.table).send().await.is_err()
-    })
-    .await;
+    wipe_search_index(config).await;
+    wipe_table(config, stores).await;
     let influx = processors::sinks::influxdb::client(config).unwrap();
     influx.query(&format!("DROP DATABASE \"{}\"", config.influxdb.database), None, true).await.unwrap();
     init_stores(config).await;

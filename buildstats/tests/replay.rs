@@ -4,54 +4,17 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use buildstats_core::config::Config;
 use buildstats_core::kafka;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde_json::{json, Value};
 use support::*;
 
 const CATCH_UP: Duration = Duration::from_secs(240);
 
 fn now_s() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
-}
-
-/// Every search document of the alias: `_id` → (`_version`, `_source`).
-async fn documents(config: &Config) -> BTreeMap<String, (i64, Value)> {
-    let search = processors::sinks::opensearch::client(config).unwrap();
-    let (status, answer) = search
-        .call_json(
-            opensearch::http::Method::Post,
-            &format!("/{}/_search", config.opensearch.alias),
-            &json!({"size": 1000, "version": true, "query": {"match_all": {}}}),
-        )
-        .await
-        .unwrap();
-    assert!(status.is_success(), "search: {answer}");
-    answer["hits"]["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| (h["_id"].as_str().unwrap().to_string(), (h["_version"].as_i64().unwrap_or(-1), h["_source"].clone())))
-        .collect()
-}
-
-async fn wipe_search_index(config: &Config) {
-    let search = processors::sinks::opensearch::client(config).unwrap();
-    let index = format!("{}-v{}", config.opensearch.alias, config.opensearch.index_version);
-    let (status, answer) = search.call_json(opensearch::http::Method::Delete, &format!("/{index}"), &json!({})).await.unwrap();
-    assert!(status.is_success(), "delete index {index}: {answer}");
-}
-
-async fn wipe_table(config: &Config, stores: &Stores) {
-    stores.dynamo.delete_table().table_name(&config.dynamodb.table).send().await.expect("delete table");
-    wait_until("the table to be gone", Duration::from_secs(30), || async {
-        stores.dynamo.describe_table().table_name(&config.dynamodb.table).send().await.is_err()
-    })
-    .await;
 }
 
 async fn publish_tombstone(config: &Config, build_key: &str) {

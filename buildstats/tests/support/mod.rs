@@ -586,3 +586,38 @@ pub fn run_cli(config: &Config, args: &[&str]) -> (std::process::ExitStatus, Str
         .expect("run buildstats");
     (out.status, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
+
+/// Every search document of the alias: `_id` → (`_version`, `_source`).
+pub async fn documents(config: &Config) -> BTreeMap<String, (i64, serde_json::Value)> {
+    let search = processors::sinks::opensearch::client(config).unwrap();
+    let (status, answer) = search
+        .call_json(
+            opensearch::http::Method::Post,
+            &format!("/{}/_search", config.opensearch.alias),
+            &serde_json::json!({"size": 1000, "version": true, "query": {"match_all": {}}}),
+        )
+        .await
+        .unwrap();
+    assert!(status.is_success(), "search: {answer}");
+    answer["hits"]["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["_id"].as_str().unwrap().to_string(), (h["_version"].as_i64().unwrap_or(-1), h["_source"].clone())))
+        .collect()
+}
+
+pub async fn wipe_search_index(config: &Config) {
+    let search = processors::sinks::opensearch::client(config).unwrap();
+    let index = format!("{}-v{}", config.opensearch.alias, config.opensearch.index_version);
+    let (status, answer) = search.call_json(opensearch::http::Method::Delete, &format!("/{index}"), &serde_json::json!({})).await.unwrap();
+    assert!(status.is_success(), "delete index {index}: {answer}");
+}
+
+pub async fn wipe_table(config: &Config, stores: &Stores) {
+    stores.dynamo.delete_table().table_name(&config.dynamodb.table).send().await.expect("delete table");
+    wait_until("the table to be gone", Duration::from_secs(30), || async {
+        stores.dynamo.describe_table().table_name(&config.dynamodb.table).send().await.is_err()
+    })
+    .await;
+}
