@@ -68,7 +68,7 @@ pub struct ReindexSummary {
 /// progress moves and the memory stays small.
 const BUILDS_PER_ROUND: usize = 64;
 /// Builds read at once, and events of one build read at once.
-const BUILDS_READ_AT_ONCE: usize = 4;
+const BUILDS_READ_AT_ONCE: usize = 8;
 const EVENTS_READ_AT_ONCE: usize = 4;
 /// A failing store call is retried for about two minutes before the reindex gives up.
 const STORE_RETRY: Retry = Retry { first: Duration::from_millis(200), max: Duration::from_secs(15), attempts: 14 };
@@ -132,6 +132,7 @@ async fn run<S: Sink>(config: &Config, sink: S, deleted: &DeletedBuilds, scope: 
     let mut summary = ReindexSummary::default();
     let mut round: Vec<Listed> = Vec::new();
     let mut current: Option<Listed> = None;
+    let mut pending: Option<ReadRound> = None;
     let mut token: Option<String> = None;
     let ctx = Round { config, sink: &sink, deleted, s3: &s3, bucket: &bucket, since_ms: scope.since_ms };
     loop {
@@ -156,7 +157,10 @@ async fn run<S: Sink>(config: &Config, sink: S, deleted: &DeletedBuilds, scope: 
                 }
             }
             if round.len() >= BUILDS_PER_ROUND {
-                ctx.apply(std::mem::take(&mut round), &mut summary).await?;
+                // Read this round while the previous one is written.
+                let (read, written) = tokio::join!(ctx.read(std::mem::take(&mut round)), ctx.write(pending.take(), &mut summary));
+                written?;
+                pending = Some(read?);
                 progress.tick(&summary);
             }
         }
@@ -166,9 +170,9 @@ async fn run<S: Sink>(config: &Config, sink: S, deleted: &DeletedBuilds, scope: 
         }
     }
     round.extend(current.take());
-    if !round.is_empty() {
-        ctx.apply(round, &mut summary).await?;
-    }
+    ctx.write(pending.take(), &mut summary).await?;
+    let last = ctx.read(round).await?;
+    ctx.write(Some(last), &mut summary).await?;
     progress.finish(&summary);
     Ok(summary)
 }
@@ -182,23 +186,36 @@ struct Round<'a, S> {
     since_ms: Option<i64>,
 }
 
+/// One round of builds, read: each build's events in order, and what could not be read.
+struct ReadRound {
+    listed: u64,
+    builds: Vec<Vec<Change>>,
+    refused: Vec<(String, String)>,
+}
+
 impl<S: Sink> Round<'_, S> {
-    /// Read, filter and write one round of builds.
-    async fn apply(&self, builds: Vec<Listed>, summary: &mut ReindexSummary) -> anyhow::Result<()> {
-        summary.builds_listed += builds.len() as u64;
-        let name = self.sink.name();
-        // 1. Read every build's events, in emission order.
+    /// Read every build's events, in emission order.
+    async fn read(&self, listed: Vec<Listed>) -> anyhow::Result<ReadRound> {
+        let mut round = ReadRound { listed: listed.len() as u64, builds: Vec::new(), refused: Vec::new() };
         let read: Vec<anyhow::Result<(Vec<Change>, Vec<(String, String)>)>> =
-            stream::iter(builds).map(|listed| self.read_build(listed)).buffered(BUILDS_READ_AT_ONCE).collect().await;
-        let mut builds: Vec<Vec<Change>> = Vec::new();
+            stream::iter(listed).map(|listed| self.read_build(listed)).buffered(BUILDS_READ_AT_ONCE).collect().await;
         for result in read {
             let (changes, refused) = result?;
-            summary.refused.extend(refused);
+            round.refused.extend(refused);
             if !changes.is_empty() {
-                builds.push(changes);
+                round.builds.push(changes);
             }
         }
-        // 2. `--since`, then what the sinks drop: deleted builds and builds past their policy.
+        Ok(round)
+    }
+
+    /// Filter a read round as the sinks would, and write what is left.
+    async fn write(&self, round: Option<ReadRound>, summary: &mut ReindexSummary) -> anyhow::Result<()> {
+        let Some(ReadRound { listed, mut builds, refused }) = round else { return Ok(()) };
+        summary.builds_listed += listed;
+        summary.refused.extend(refused);
+        let name = self.sink.name();
+        // `--since`, then what the sinks drop: deleted builds and builds past their policy.
         builds.retain(|changes| {
             let Some(since) = self.since_ms else { return true };
             let keep = start_us(changes).is_some_and(|us| us.div_euclid(1000) >= since);
@@ -221,7 +238,7 @@ impl<S: Sink> Round<'_, S> {
                 false
             }
         });
-        // 3. Write, each build's events in order, in batches of at most `batch_max_records`.
+        // Each build's events in order, in batches of at most `batch_max_records`.
         summary.builds_written += builds.len() as u64;
         let all: Vec<Change> = builds.into_iter().flatten().collect();
         for part in all.chunks(self.config.sinks.batch_max_records.max(1)) {
