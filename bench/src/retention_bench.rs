@@ -12,7 +12,8 @@
 //!    sink, restarted on the empty `replay` stores, rebuilds them from the topic.
 //!    **reindex** (after every sink's first ingestion, S3's included): `buildstats reindex
 //!    --sink NAME` rebuilds an empty `reindex` store from the S3 sink's archive in `first`
-//!    (no Kafka), timed as the command runs, start-up and listing included.
+//!    (no Kafka), timed as the command runs, start-up and listing included; its baseline is
+//!    the same command with `--dry-run` (list, read and judge the archive, write nothing).
 //! 3. One tombstone per build is published (key = build key, no value, `bs-event-type:
 //!    tombstone`). Only now: a sink that applies a tombstone records the build in Postgres'
 //!    `deleted_builds`, which every sink reads, and every sink drops later records of a deleted
@@ -208,12 +209,16 @@ fn replay_cli(bin: &Path, config: &Config, name: &str) -> anyhow::Result<String>
     }
 }
 
-/// `buildstats reindex --sink NAME`; its summary (stderr).
-fn reindex_cli(bin: &Path, config: &Config, name: &str) -> anyhow::Result<String> {
+/// `buildstats reindex --sink NAME [--dry-run]`; its summary (stderr).
+fn reindex_cli(bin: &Path, config: &Config, name: &str, dry_run: bool) -> anyhow::Result<String> {
     let mut c = config.clone();
     c.log.level = "warn".into();
+    let mut args = vec!["reindex", "--sink", name];
+    if dry_run {
+        args.push("--dry-run");
+    }
     let out = Command::new(bin)
-        .args(["reindex", "--sink", name])
+        .args(args)
         .envs(c.to_env())
         .env("BUILDSTATS_ENV_FILE", "/nonexistent")
         .output()
@@ -264,6 +269,8 @@ struct Row {
     replay_cli: Duration,
     /// The whole `reindex` command, from the archive.
     reindex: Option<Duration>,
+    /// `reindex --dry-run`: listing and reading the archive alone.
+    archive_read: Option<Duration>,
     tomb_base: Option<Duration>,
     tomb_sink: Option<Measured>,
 }
@@ -357,7 +364,7 @@ async fn main() -> anyhow::Result<()> {
             first_run.elapsed.as_secs_f64() / replay_run.elapsed.as_secs_f64()
         );
         expect_held(&replay, name, &org, build_count, "the replay").await?;
-        rows.push(Row { name, store_alone, first: first_run, replay: replay_run, replay_cli: cli_time, reindex: None, tomb_base: None, tomb_sink: None });
+        rows.push(Row { name, store_alone, first: first_run, replay: replay_run, replay_cli: cli_time, reindex: None, archive_read: None, tomb_base: None, tomb_sink: None });
     }
 
     // Before the tombstones: a reindex skips builds in the deleted register.
@@ -366,7 +373,7 @@ async fn main() -> anyhow::Result<()> {
             let name = row.name;
             eprintln!("[4/6] {name}: reindex: `buildstats reindex --sink {name}` from the archive in bench-{unique}-first into the empty bench-{unique}-reindex");
             let started = Instant::now();
-            let summary = ticking("reindexing", async { reindex_cli(&args.target.bin, &reindexed, name) }).await?;
+            let summary = ticking("reindexing", async { reindex_cli(&args.target.bin, &reindexed, name, false) }).await?;
             let took = started.elapsed();
             if let Some(line) = summary.lines().find(|l| l.contains(" done: ")) {
                 eprintln!("      {line}");
@@ -380,6 +387,12 @@ async fn main() -> anyhow::Result<()> {
             );
             expect_held(&reindexed, name, &org, build_count, "the reindex").await?;
             row.reindex = Some(took);
+            // The archive-read baseline: the same command reading and judging, writing nothing.
+            let started = Instant::now();
+            reindex_cli(&args.target.bin, &reindexed, name, true)?;
+            let read_alone = started.elapsed();
+            eprintln!("      baseline: `reindex --dry-run` (read the archive, write nothing) {:.1} s: {:.0} builds/s", read_alone.as_secs_f64(), builds / read_alone.as_secs_f64());
+            row.archive_read = Some(read_alone);
         }
     } else {
         eprintln!("[4/6] reindex: skipped (it reads the archive the S3 sink writes: add s3 to --sink)");
@@ -436,19 +449,23 @@ async fn main() -> anyhow::Result<()> {
         tombstones.len() as f64 / publish_time.as_secs_f64()
     );
     println!();
-    println!("| sink | first ingestion builds/s (records/s) | replay builds/s (records/s) | replay / first | reindex builds/s (whole command) | reindex / first | tombstones/s (sink) | tombstones/s (baseline, `Sink::write`) | sink / baseline |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| sink | first ingestion builds/s (records/s) | replay builds/s (records/s) | replay / first | reindex builds/s (whole command) | reindex / first | reindex / archive read alone | tombstones/s (sink) | tombstones/s (baseline, `Sink::write`) | sink / baseline |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         let first = builds / r.first.elapsed.as_secs_f64();
         let again = builds / r.replay.elapsed.as_secs_f64();
         let tomb_sink = r.tomb_sink.as_ref().map(|m| builds / m.elapsed.as_secs_f64()).unwrap_or(0.0);
         let tomb_base = r.tomb_base.map(|t| builds / t.as_secs_f64()).unwrap_or(0.0);
-        let (reindex, ratio) = match r.reindex {
-            Some(t) => (format!("{:.0}", builds / t.as_secs_f64()), format!("**{:.2}**", builds / t.as_secs_f64() / first)),
-            None => ("-".into(), "-".into()),
+        let (reindex, ratio, vs_read) = match (r.reindex, r.archive_read) {
+            (Some(t), Some(read)) => (
+                format!("{:.0}", builds / t.as_secs_f64()),
+                format!("**{:.2}**", builds / t.as_secs_f64() / first),
+                format!("**{:.2}**", read.as_secs_f64() / t.as_secs_f64()),
+            ),
+            _ => ("-".into(), "-".into(), "-".into()),
         };
         println!(
-            "| {} | {first:.0} ({:.0}) | {again:.0} ({:.0}) | **{:.2}** | {reindex} | {ratio} | {tomb_sink:.0} | {tomb_base:.0} | **{:.2}** |",
+            "| {} | {first:.0} ({:.0}) | {again:.0} ({:.0}) | **{:.2}** | {reindex} | {ratio} | {vs_read} | {tomb_sink:.0} | {tomb_base:.0} | **{:.2}** |",
             r.name,
             first * 2.0,
             again * 2.0,

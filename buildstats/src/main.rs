@@ -81,6 +81,9 @@ enum Command {
         /// epoch milliseconds.
         #[arg(long, value_parser = processors::reindex::parse_since)]
         since: Option<i64>,
+        /// Read the archive and say what would be written; write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// The dead-letter topic.
     Dlq {
@@ -309,11 +312,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let group = group.unwrap_or_else(|| sink.default_group(&config.sinks.group_prefix));
             processors::replay::replay(&config, sink, &group, from).await.map(|_| ())
         }
-        Command::Reindex { sink, org, repo, since } => {
+        Command::Reindex { sink, org, repo, since, dry_run } => {
             let scope = processors::reindex::ReindexScope {
                 org: org.map(|o| Slug::parse("org", &o)).transpose()?,
                 repo: repo.map(|r| Slug::parse("repo", &r)).transpose()?,
                 since_ms: since,
+                dry_run,
             };
             let summary = processors::reindex::reindex(&config, sink, scope).await?;
             if !summary.refused.is_empty() {

@@ -143,6 +143,11 @@ async fn wiped_stores_are_rebuilt_exactly_from_the_archive_without_deleted_or_ex
     assert!(!status.success() && err.contains("RFC 3339"), "{err}");
     assert!(stores.items().await.is_empty() && documents(&config).await.is_empty());
 
+    // A dry run reads and judges everything and writes nothing.
+    let err = reindex(&config, &["--sink", "dynamodb", "--dry-run"]);
+    assert!(err.contains(&format!("{} builds listed, {} would be written (dry run", items.len() + 2, items.len())), "{err}");
+    assert!(stores.items().await.is_empty(), "a dry run writes nothing");
+
     // DynamoDB: one repo, then the whole org (the other repo too).
     let err = reindex(&config, &["--sink", "dynamodb", "--org", &gw.org, "--repo", other_repo]);
     assert!(err.contains("reindex dynamodb done: 1 builds listed, 1 written"), "{err}");

@@ -44,6 +44,8 @@ pub struct ReindexScope {
     pub repo: Option<Slug>,
     /// Builds that started at or after this time (epoch milliseconds).
     pub since_ms: Option<i64>,
+    /// Read and judge everything, write nothing: what a reindex would write.
+    pub dry_run: bool,
 }
 
 /// What a reindex did, for the summary and the tests.
@@ -128,13 +130,13 @@ async fn run<S: Sink>(config: &Config, sink: S, deleted: &DeletedBuilds, scope: 
     );
 
     let started = Instant::now();
-    let mut progress = Progress { name, started, last: started };
     let mut summary = ReindexSummary::default();
     let mut round: Vec<Listed> = Vec::new();
     let mut current: Option<Listed> = None;
     let mut pending: Option<ReadRound> = None;
     let mut token: Option<String> = None;
-    let ctx = Round { config, sink: &sink, deleted, s3: &s3, bucket: &bucket, since_ms: scope.since_ms };
+    let ctx = Round { config, sink: &sink, deleted, s3: &s3, bucket: &bucket, since_ms: scope.since_ms, dry_run: scope.dry_run };
+    let mut progress = Progress { name, started, last: started, dry_run: scope.dry_run };
     loop {
         let (bucket, list_prefix, from) = (&bucket, &list_prefix, &token);
         let page = retried("list the archive", || {
@@ -184,6 +186,7 @@ struct Round<'a, S> {
     s3: &'a aws_sdk_s3::Client,
     bucket: &'a str,
     since_ms: Option<i64>,
+    dry_run: bool,
 }
 
 /// One round of builds, read: each build's events in order, and what could not be read.
@@ -241,6 +244,10 @@ impl<S: Sink> Round<'_, S> {
         // Each build's events in order, in batches of at most `batch_max_records`.
         summary.builds_written += builds.len() as u64;
         let all: Vec<Change> = builds.into_iter().flatten().collect();
+        if self.dry_run {
+            summary.events_written += all.len() as u64;
+            return Ok(());
+        }
         for part in all.chunks(self.config.sinks.batch_max_records.max(1)) {
             let batch = Arc::new(part.to_vec());
             let outcome = retried(&format!("write to {name}"), || self.sink.write(batch.clone())).await?;
@@ -346,6 +353,7 @@ struct Progress {
     name: &'static str,
     started: Instant,
     last: Instant,
+    dry_run: bool,
 }
 
 impl Progress {
@@ -359,9 +367,10 @@ impl Progress {
     fn line(&self, s: &ReindexSummary) -> String {
         let secs = self.started.elapsed().as_secs_f64();
         format!(
-            "{} builds listed, {} written ({} events), {} skipped, {} refused; {:.0} builds/s, {:.1} s",
+            "{} builds listed, {} {} ({} events), {} skipped, {} refused; {:.0} builds/s, {:.1} s",
             s.builds_listed,
             s.builds_written,
+            if self.dry_run { "would be written (dry run: nothing was)" } else { "written" },
             s.events_written,
             s.skipped_since + s.skipped_deleted + s.skipped_expired,
             s.refused.len(),
