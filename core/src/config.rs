@@ -136,7 +136,7 @@ pub struct SinksConfig {
     pub write_concurrency: usize,
     /// Records buffered per partition before the partition is paused...
     pub partition_buffer: usize,
-    /// ...or bytes of record values.
+    /// ...or bytes of record values (half of it for sinks that need payloads: S3).
     pub partition_buffer_bytes: usize,
     /// First retry delay of a failed store call; doubles (with jitter) up to the max.
     pub retry_initial_ms: u64,

@@ -64,6 +64,18 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// A sink that needs payloads holds each payload twice while its batch is written (the
+    /// record, and the resolved bytes it puts), so its partition queues get half of
+    /// `sinks.partition_buffer_bytes`: the S3 sink's peak RSS then stays near the others'
+    /// (`docs/BENCHMARKS.md`, sink memory).
+    pub fn for_sink(config: &Config, needs_payloads: bool) -> Settings {
+        let mut settings = Settings::from_config(config);
+        if needs_payloads {
+            settings.partition_buffer_bytes = (settings.partition_buffer_bytes / 2).max(1);
+        }
+        settings
+    }
+
     pub fn from_config(config: &Config) -> Settings {
         let s = &config.sinks;
         Settings {
@@ -221,7 +233,7 @@ pub async fn run<S: Sink>(
     let producer: FutureProducer = kafka::producer_config(&config.kafka)?
         .create()
         .context("cannot create the dead-letter producer")?;
-    let settings = Settings::from_config(config);
+    let settings = Settings::for_sink(config, sink.needs_payloads());
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         sink,
