@@ -178,6 +178,14 @@ async fn wiped_stores_are_rebuilt_exactly_from_the_archive_without_deleted_or_ex
     reindex(&config, &["--sink", "dynamodb"]);
     assert_eq!(stores.items().await, items, "a repeated reindex changes nothing");
 
+    // An unreadable archived event is named and left out; the command fails, the rest stands.
+    let bad = format!("{}/{}/{}/{}/events/garbage.avro", config.s3.prefix, gw.org, gw.repo, repo_builds[1].0);
+    stores.s3.put_object().bucket(&stores.bucket).key(&bad).body(b"not avro".to_vec().into()).send().await.unwrap();
+    let (status, _, err) = run_cli(&config, &["reindex", "--sink", "dynamodb"]);
+    assert!(!status.success(), "{err}");
+    assert!(err.contains(&format!("refused {bad}: cannot be decoded")) && err.contains("1 archived events could not be written"), "{err}");
+    assert_eq!(stores.items().await, items, "the other events were written, as before");
+
     // The sinks resume from the topic where they stopped, and nothing moves.
     for sink in sinks.iter_mut().filter(|s| REBUILT.contains(&s.name.as_str())) {
         sink.restart();

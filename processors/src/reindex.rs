@@ -278,11 +278,24 @@ impl<S: Sink> Round<'_, S> {
         for body in bodies {
             let (key, Some(bytes)) = body? else { continue };
             // The event names its build; it must be the build whose prefix holds it.
+            // Then the topic's own checks (key against content, blob ids, ...).
             let header_key = match buildstats_schemas::decode(&bytes) {
-                Ok(event) => event.header().map(|h| format!("{}/{}/{}", h.org, h.repo, h.run_id)),
-                Err(_) => None,
+                Ok(event) => match event.header() {
+                    Some(h) => format!("{}/{}/{}", h.org, h.repo, h.run_id),
+                    None => {
+                        refused.push((key, "not a completing event".into()));
+                        continue;
+                    }
+                },
+                Err(e @ buildstats_schemas::DecodeError::UnknownWriterSchema { .. }) => bail!(
+                    "{key} was written with a schema this build does not know ({e}): run the reindex with a buildstats version that knows it"
+                ),
+                Err(e) => {
+                    refused.push((key, format!("cannot be decoded: {e}")));
+                    continue;
+                }
             };
-            let raw = RawRecord { key: header_key.as_deref().map(str::as_bytes), value: Some(&bytes), redrive_for: None };
+            let raw = RawRecord { key: Some(header_key.as_bytes()), value: Some(&bytes), redrive_for: None };
             match classify(name, &raw) {
                 Classified::Change(build, kind) if BuildPrefix::new(&self.config.s3.prefix, &build).as_str() == listed.prefix => {
                     changes.push(Change { key: build, partition: -1, offset: -1, kind, payloads: Payloads::default() });
