@@ -128,8 +128,7 @@ async fn held(config: &Config, name: &str, org: &str) -> anyhow::Result<u64> {
         }
         "s3" => {
             let client = processors::sinks::s3::client(config).await;
-            let lead = config.s3.prefix.trim_matches('/');
-            let prefix = if lead.is_empty() { format!("{org}/repo/") } else { format!("{lead}/{org}/repo/") };
+            let prefix = format!("{}{org}/repo/", processors::sinks::s3::keys::lead(&config.s3.prefix));
             let mut builds = HashSet::new();
             let mut token: Option<String> = None;
             loop {

@@ -12,10 +12,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use buildstats_core::config::Config;
 use buildstats_core::kafka;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::Message;
 use support::*;
 
 const BUILDS: usize = 48;
@@ -96,52 +95,16 @@ async fn produce(config: &Config, records: &[Rec]) {
 
 /// Every record of `topic`, partition by partition in offset order.
 async fn read_all(config: &Config, topic: &str) -> Vec<Placed> {
-    let partitions = kafka::partition_count(&config.kafka, topic, Duration::from_secs(10)).await.unwrap();
-    assert!(partitions > 0, "{topic} exists");
-    let c = config.clone();
-    let topic = topic.to_string();
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = kafka::client_config(&c.kafka)
-            .unwrap()
-            .set("group.id", format!("test-reader-{}", uuid::Uuid::new_v4()))
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let mut out = Vec::new();
-        for p in 0..partitions {
-            let (low, high) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(10)).unwrap();
-            if high <= low {
-                continue;
-            }
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&topic, p, Offset::Offset(low)).unwrap();
-            consumer.assign(&tpl).unwrap();
-            let mut next = low;
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while next < high {
-                assert!(Instant::now() < deadline, "reading {topic} partition {p} timed out");
-                let Some(m) = consumer.poll(Duration::from_secs(1)) else { continue };
-                let m = m.unwrap();
-                assert_eq!(m.partition(), p);
-                assert!(m.offset() >= next, "offsets go forward");
-                next = m.offset() + 1;
-                let headers =
-                    m.headers().map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect()).unwrap_or_default();
-                out.push(Placed {
-                    partition: p,
-                    rec: Rec {
-                        key: m.key().map(<[u8]>::to_vec),
-                        value: m.payload().map(<[u8]>::to_vec),
-                        headers,
-                        timestamp: m.timestamp().to_millis(),
-                    },
-                });
-            }
-        }
-        out
+    read_records(config, topic, |m| Placed {
+        partition: m.partition(),
+        rec: Rec {
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers: m.headers().map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect()).unwrap_or_default(),
+            timestamp: m.timestamp().to_millis(),
+        },
     })
     .await
-    .unwrap()
 }
 
 /// The Java client's partitioner (`murmur2_random` in librdkafka): murmur2 of the key, made

@@ -23,17 +23,17 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use buildstats_core::config::Config;
 use buildstats_core::tenancy::Slug;
+use buildstats_schemas::DecodeError;
 use futures::stream::{self, StreamExt};
 
 use crate::runtime::backoff::Backoff;
-use crate::runtime::decode::{classify, Classified, RawRecord};
 use crate::runtime::deleted::{DeletedBuilds, Dropped, Seen};
-use crate::sink::{Change, ChangeKind, Payloads, Sink, Transient};
+use crate::sink::{BuildKey, Change, ChangeKind, Payloads, Sink, Transient};
 use crate::sinks::dynamodb::DynamoDbSink;
 use crate::sinks::influxdb::InfluxDbSink;
 use crate::sinks::opensearch::OpenSearchSink;
 use crate::sinks::s3::archive;
-use crate::sinks::s3::keys::BuildPrefix;
+use crate::sinks::s3::keys::{self, BuildPrefix};
 use crate::sinks::SinkName;
 
 /// Which builds to rebuild.
@@ -113,10 +113,7 @@ async fn run<S: Sink>(config: &Config, sink: S, deleted: &DeletedBuilds, scope: 
     })?;
     let s3 = crate::sinks::s3::client(config).await;
     let bucket = config.s3.bucket.clone();
-    let lead = match config.s3.prefix.trim_matches('/') {
-        "" => String::new(),
-        p => format!("{p}/"),
-    };
+    let lead = keys::lead(&config.s3.prefix);
     let staging = format!("{}/", config.sinks.staging_prefix.trim_matches('/'));
     let list_prefix = match (&scope.org, &scope.repo) {
         (Some(org), Some(repo)) => format!("{lead}{org}/{repo}/"),
@@ -264,7 +261,6 @@ impl<S: Sink> Round<'_, S> {
     /// The build's events, decoded and checked as the topic's records are, sorted into
     /// emission order, each event once; and what could not be read.
     async fn read_build(&self, listed: Listed) -> anyhow::Result<(Vec<Change>, Vec<(String, String)>)> {
-        let name = self.sink.name();
         let bodies: Vec<anyhow::Result<(String, Option<bytes::Bytes>)>> = stream::iter(listed.keys)
             .map(|key| async move {
                 let body = retried("read an archived event", || archive::read(self.s3, self.bucket, &key)).await?;
@@ -277,17 +273,11 @@ impl<S: Sink> Round<'_, S> {
         let mut refused = Vec::new();
         for body in bodies {
             let (key, Some(bytes)) = body? else { continue };
-            // The event names its build; it must be the build whose prefix holds it.
-            // Then the topic's own checks (key against content, blob ids, ...).
-            let header_key = match buildstats_schemas::decode(&bytes) {
-                Ok(event) => match event.header() {
-                    Some(h) => format!("{}/{}/{}", h.org, h.repo, h.run_id),
-                    None => {
-                        refused.push((key, "not a completing event".into()));
-                        continue;
-                    }
-                },
-                Err(e @ buildstats_schemas::DecodeError::UnknownWriterSchema { .. }) => bail!(
+            // Decoded and validated as the topic's records are; it must name the build whose
+            // prefix holds it.
+            let event = match buildstats_schemas::decode(&bytes) {
+                Ok(event) => event,
+                Err(e @ DecodeError::UnknownWriterSchema { .. }) => bail!(
                     "{key} was written with a schema this build does not know ({e}): run the reindex with a buildstats version that knows it"
                 ),
                 Err(e) => {
@@ -295,33 +285,34 @@ impl<S: Sink> Round<'_, S> {
                     continue;
                 }
             };
-            let raw = RawRecord { key: Some(header_key.as_bytes()), value: Some(&bytes), redrive_for: None };
-            match classify(name, &raw) {
-                Classified::Change(build, kind) if BuildPrefix::new(&self.config.s3.prefix, &build).as_str() == listed.prefix => {
-                    changes.push(Change { key: build, partition: -1, offset: -1, kind, payloads: Payloads::default() });
+            let Some(kind) = ChangeKind::from_event(event) else {
+                refused.push((key, "not a completing event".into()));
+                continue;
+            };
+            let header = kind.header().expect("a completing event has a header");
+            let build = match BuildKey::parse(&format!("{}/{}/{}", header.org, header.repo, header.run_id)) {
+                Ok(build) => build,
+                Err(e) => {
+                    refused.push((key, format!("names no valid build: {e}")));
+                    continue;
                 }
-                Classified::Change(build, _) => refused.push((key, format!("names build {} but is archived under another build", build.joined()))),
-                Classified::UnknownSchema(reason) => bail!(
-                    "{key} was written with a schema this build does not know ({reason}): run the reindex with a buildstats version that knows it"
-                ),
-                Classified::Poison(reason) => refused.push((key, reason)),
-                Classified::Chunk(..) | Classified::Skip(_) => refused.push((key, "not a completing event".into())),
+            };
+            if BuildPrefix::new(&self.config.s3.prefix, &build).as_str() != listed.prefix {
+                refused.push((key, format!("names build {} but is archived under another build", build.joined())));
+                continue;
             }
+            changes.push(Change { key: build, partition: -1, offset: -1, kind, payloads: Payloads::default() });
         }
         changes.sort_by_cached_key(|c| archive::replay_order(&c.kind));
         let mut ids = HashSet::new();
-        changes.retain(|c| ids.insert(archive::replay_order(&c.kind).2));
+        changes.retain(|c| c.kind.header().is_some_and(|h| ids.insert(h.event_id.clone())));
         Ok((changes, refused))
     }
 }
 
 /// When the build started (microseconds), from its run start or final report.
 fn start_us(changes: &[Change]) -> Option<i64> {
-    changes.iter().find_map(|c| match &c.kind {
-        ChangeKind::Started(e) => Some(e.run.started_at),
-        ChangeKind::Ended(e) => Some(e.run.started_at),
-        _ => None,
-    })
+    changes.iter().find_map(|c| c.kind.started_at_us())
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use buildstats_schemas::{ArtifactsUploaded, BlobRef, RunEnded, RunRecord, RunStarted, WorkunitsUpdated};
+use buildstats_schemas::{ArtifactsUploaded, BlobRef, Event, EventHeader, RunEnded, RunRecord, RunStarted, WorkunitsUpdated};
 use bytes::Bytes;
 
 /// One build-changing record of the builds topic, decoded and with its payloads resolved.
@@ -36,6 +36,38 @@ pub enum ChangeKind {
 }
 
 impl ChangeKind {
+    /// The change a completing event makes; `None` for chunks and workunit lists, which are
+    /// not build changes.
+    pub fn from_event(event: Event) -> Option<ChangeKind> {
+        match event {
+            Event::RunStarted(e) => Some(ChangeKind::Started(e)),
+            Event::WorkunitsUpdated(e) => Some(ChangeKind::WorkunitsUpdated(e)),
+            Event::RunEnded(e) => Some(ChangeKind::Ended(e)),
+            Event::ArtifactsUploaded(e) => Some(ChangeKind::ArtifactsUploaded(e)),
+            Event::BlobChunk(_) | Event::WorkunitList(_) => None,
+        }
+    }
+
+    /// The event's header; `None` for a tombstone.
+    pub fn header(&self) -> Option<&EventHeader> {
+        match self {
+            ChangeKind::Started(e) => Some(&e.header),
+            ChangeKind::WorkunitsUpdated(e) => Some(&e.header),
+            ChangeKind::Ended(e) => Some(&e.header),
+            ChangeKind::ArtifactsUploaded(e) => Some(&e.header),
+            ChangeKind::Tombstone => None,
+        }
+    }
+
+    /// When the build started (epoch µs), for the changes that carry its run record.
+    pub fn started_at_us(&self) -> Option<i64> {
+        match self {
+            ChangeKind::Started(e) => Some(e.run.started_at),
+            ChangeKind::Ended(e) => Some(e.run.started_at),
+            _ => None,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             ChangeKind::Started(_) => "run_started",

@@ -411,6 +411,23 @@ pub struct RawRecord {
 pub async fn read_raw(config: &Config, topic: &str) -> Vec<RawRecord> {
     use rdkafka::message::Headers;
     use rdkafka::Message;
+    read_records(config, topic, |m| RawRecord {
+        key: m.key().map(|k| String::from_utf8_lossy(k).to_string()),
+        value: m.payload().map(<[u8]>::to_vec),
+        headers: m
+            .headers()
+            .map(|h| h.iter().map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).to_string())).collect())
+            .unwrap_or_default(),
+    })
+    .await
+}
+
+/// Every record of `topic` (which must exist), partition by partition in offset order, each
+/// made into a `T` by `convert`.
+pub async fn read_records<T: Send + 'static>(config: &Config, topic: &str, convert: fn(&rdkafka::message::BorrowedMessage<'_>) -> T) -> Vec<T> {
+    use rdkafka::Message;
+    let partitions = kafka::partition_count(&config.kafka, topic, Duration::from_secs(10)).await.unwrap();
+    assert!(partitions > 0, "{topic} exists");
     let c = config.clone();
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
@@ -421,7 +438,7 @@ pub async fn read_raw(config: &Config, topic: &str) -> Vec<RawRecord> {
             .create()
             .unwrap();
         let mut out = Vec::new();
-        for p in 0..c.kafka.partitions {
+        for p in 0..partitions {
             let (low, high) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(10)).unwrap();
             if high <= low {
                 continue;
@@ -429,25 +446,16 @@ pub async fn read_raw(config: &Config, topic: &str) -> Vec<RawRecord> {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(&topic, p, Offset::Offset(low)).unwrap();
             consumer.assign(&tpl).unwrap();
-            let mut seen = 0;
+            let mut next = low;
             let deadline = Instant::now() + Duration::from_secs(60);
-            while seen < high - low {
+            while next < high {
                 assert!(Instant::now() < deadline, "reading {topic} partition {p} timed out");
                 let Some(m) = consumer.poll(Duration::from_secs(1)) else { continue };
                 let m = m.unwrap();
-                seen += 1;
-                out.push(RawRecord {
-                    key: m.key().map(|k| String::from_utf8_lossy(k).to_string()),
-                    value: m.payload().map(<[u8]>::to_vec),
-                    headers: m
-                        .headers()
-                        .map(|h| {
-                            h.iter()
-                                .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).to_string()))
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                });
+                assert_eq!(m.partition(), p);
+                assert!(m.offset() >= next, "offsets go forward");
+                next = m.offset() + 1;
+                out.push(convert(&m));
             }
         }
         out

@@ -49,7 +49,7 @@ pub fn classify(sink: &str, record: &RawRecord<'_>) -> Classified {
         Err(e @ DecodeError::UnknownWriterSchema { .. }) => return Classified::UnknownSchema(e.to_string()),
         Err(e) => return Classified::Poison(format!("record value cannot be decoded: {e}")),
     };
-    let (org, repo, run_id, kind) = match event {
+    let kind = match event {
         Event::BlobChunk(chunk) => {
             if (chunk.org.as_str(), chunk.repo.as_str(), chunk.run_id.as_str())
                 != (key.org.as_str(), key.repo.as_str(), key.run_id.as_str())
@@ -65,19 +65,14 @@ pub fn classify(sink: &str, record: &RawRecord<'_>) -> Classified {
             return Classified::Chunk(key, chunk);
         }
         Event::WorkunitList(_) => return Classified::Poison("a workunit list is blob content, not a topic record".into()),
-        Event::RunStarted(e) => (e.header.org.clone(), e.header.repo.clone(), e.header.run_id.clone(), ChangeKind::Started(e)),
-        Event::WorkunitsUpdated(e) => {
-            (e.header.org.clone(), e.header.repo.clone(), e.header.run_id.clone(), ChangeKind::WorkunitsUpdated(e))
-        }
-        Event::RunEnded(e) => (e.header.org.clone(), e.header.repo.clone(), e.header.run_id.clone(), ChangeKind::Ended(e)),
-        Event::ArtifactsUploaded(e) => {
-            (e.header.org.clone(), e.header.repo.clone(), e.header.run_id.clone(), ChangeKind::ArtifactsUploaded(e))
-        }
+        completing => ChangeKind::from_event(completing).expect("every other event is a completing event"),
     };
+    let header = kind.header().expect("a completing event has a header");
+    let (org, repo, run_id) = (header.org.as_str(), header.repo.as_str(), header.run_id.as_str());
     // The key decides the partition and the storage location; an event naming another
     // build is never written anywhere (it could be used to write into another tenant).
-    if (org.as_str(), repo.as_str(), run_id.as_str()) != (key.org.as_str(), key.repo.as_str(), key.run_id.as_str()) {
-        return Classified::Poison(mismatch(&key, &org, &repo, &run_id));
+    if (org, repo, run_id) != (key.org.as_str(), key.repo.as_str(), key.run_id.as_str()) {
+        return Classified::Poison(mismatch(&key, org, repo, run_id));
     }
     Classified::Change(key, kind)
 }

@@ -138,7 +138,7 @@ async fn process<S: Sink>(shared: &Shared<S>, partition: i32, generation: u64, b
         let seen: Vec<Seen> = changes
             .iter()
             .filter(|(_, c)| !matches!(c.kind, ChangeKind::Tombstone))
-            .map(|(_, c)| Seen { build_key: c.key.joined(), started_at_us: started_at_us(&c.kind) })
+            .map(|(_, c)| Seen { build_key: c.key.joined(), started_at_us: c.kind.started_at_us() })
             .chain(chunks.iter().map(|(_, key, _)| Seen { build_key: key.joined(), started_at_us: None }))
             .collect();
         let now_ms = chrono::Utc::now().timestamp_millis();
@@ -268,14 +268,6 @@ async fn process<S: Sink>(shared: &Shared<S>, partition: i32, generation: u64, b
 }
 
 /// The build's start (epoch µs), on the records that carry its run record.
-fn started_at_us(kind: &ChangeKind) -> Option<i64> {
-    match kind {
-        ChangeKind::Started(e) => Some(e.run.started_at),
-        ChangeKind::Ended(e) => Some(e.run.started_at),
-        _ => None,
-    }
-}
-
 /// The bytes of one payload: inline, or its chunks from this batch and the stage.
 async fn resolve<S: Sink>(
     shared: &Shared<S>,

@@ -14,7 +14,7 @@
 //! same key and the create-only put keeps the first). Order is restored from the events:
 //! [`replay_order`].
 
-use buildstats_schemas::{encode, BlobRef, Event, EventHeader};
+use buildstats_schemas::{encode, BlobRef, Event};
 
 use super::keys::BuildPrefix;
 use crate::aws::{error_code, http_status};
@@ -57,13 +57,14 @@ fn strip(blob: &mut BlobRef) {
 /// events of one request (same millisecond) in their lifecycle order; the event id settles
 /// the rest so the order never depends on the listing.
 pub fn replay_order(kind: &ChangeKind) -> (i64, u8, String) {
-    let (header, rank): (&EventHeader, u8) = match kind {
-        ChangeKind::Started(e) => (&e.header, 0),
-        ChangeKind::WorkunitsUpdated(e) => (&e.header, 1),
-        ChangeKind::ArtifactsUploaded(e) => (&e.header, 2),
-        ChangeKind::Ended(e) => (&e.header, 3),
+    let rank = match kind {
+        ChangeKind::Started(_) => 0,
+        ChangeKind::WorkunitsUpdated(_) => 1,
+        ChangeKind::ArtifactsUploaded(_) => 2,
+        ChangeKind::Ended(_) => 3,
         ChangeKind::Tombstone => return (i64::MAX, u8::MAX, String::new()),
     };
+    let header = kind.header().expect("a completing change has a header");
     (header.emitted_at, rank, header.event_id.clone())
 }
 

@@ -22,9 +22,7 @@ pub struct BuildPrefix(String);
 
 impl BuildPrefix {
     pub fn new(prefix: &str, key: &BuildKey) -> BuildPrefix {
-        let prefix = prefix.trim_matches('/');
-        let lead = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
-        BuildPrefix(format!("{lead}{}/{}/{}/", key.org, key.repo, escape_segment(&key.run_id)))
+        BuildPrefix(format!("{}{}/{}/{}/", lead(prefix), key.org, key.repo, escape_segment(&key.run_id)))
     }
 
     /// The prefix itself, ending in `/`.
@@ -54,6 +52,14 @@ impl BuildPrefix {
 
     pub fn artifact_descriptor(&self, artifact_id: &str) -> Result<String, Rejected> {
         Ok(format!("{}artifacts/{}.descriptor.json", self.0, segment("artifact id", artifact_id)?))
+    }
+}
+
+/// What every build key starts with: `{s3.prefix}/`, or nothing for an empty prefix.
+pub fn lead(prefix: &str) -> String {
+    match prefix.trim_matches('/') {
+        "" => String::new(),
+        p => format!("{p}/"),
     }
 }
 
