@@ -163,6 +163,16 @@ async fn every_fixture_becomes_one_item_and_one_build_prefix_and_duplicates_chan
     assert_eq!(before.1, after.1, "S3 objects changed on duplicate delivery");
     assert_eq!(dynamo.metric("sink_dead_lettered_total").await, 0.0, "nothing dead-lettered:\n{}", dynamo.log_text());
     assert_eq!(s3.metric("sink_dead_lettered_total").await, 0.0, "nothing dead-lettered:\n{}", s3.log_text());
+    // Caught up, each sink reports a lag of 0 for every partition (from librdkafka's
+    // statistics, every 5 s): the gauge `buildstats replay` tells operators to watch.
+    for sink in [&dynamo, &s3] {
+        wait_until(&format!("{} to report sink_consumer_lag 0 on every partition", sink.name), Duration::from_secs(30), || async {
+            let text = sink.metrics().await;
+            let lags: Vec<&str> = text.lines().filter(|l| l.starts_with("sink_consumer_lag{")).collect();
+            lags.len() == config.kafka.partitions as usize && metric_sum(&text, "sink_consumer_lag") == 0.0
+        })
+        .await;
+    }
     gw.stop().await;
 }
 

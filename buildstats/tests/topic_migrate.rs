@@ -12,9 +12,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use buildstats_core::config::Config;
 use buildstats_core::kafka;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::Message;
+use rdkafka::{Message, Offset, TopicPartitionList};
 use support::*;
 
 const BUILDS: usize = 48;
@@ -284,6 +285,21 @@ async fn migrate_copies_every_build_in_order_to_more_partitions_resumes_and_refu
 
 /// `target` holds `source`'s records in order, a suffix possibly repeated once after a stop
 /// (the records acknowledged since the last commit): `source[..j] ++ source[i..]`, `i <= j`.
+/// Records of `topic` the migration group `consumer` belongs to has committed, over all partitions.
+fn committed_total(consumer: &BaseConsumer, topic: &str) -> i64 {
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..SOURCE_PARTITIONS {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("the migration group's committed offsets");
+    (0..SOURCE_PARTITIONS)
+        .map(|p| match committed.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o,
+            _ => 0,
+        })
+        .sum()
+}
+
 fn is_prefix_then_replayed_suffix(source: &[Rec], target: &[Rec]) -> bool {
     let n = source.len();
     let Some(extra) = target.len().checked_sub(n) else { return false };
@@ -298,8 +314,7 @@ async fn a_migration_killed_midway_continues_on_rerun_without_losing_or_reorderi
     let to = format!("{}.v2", config.kafka.topic);
     let (status, out, err) = run_cli(&config, &["admin", "init"]);
     assert!(status.success(), "admin init: {out}{err}");
-    // Enough records that a copy takes well over its 2 s progress interval on tansu (4,000
-    // records took 1.9 s on an idle machine): 200 builds of 60 events.
+    // Enough records that the copy spans many of its commits: 200 builds of 60 events.
     let base = now_ms() - 3_600_000;
     let mut records = Vec::new();
     for k in 0..60 {
@@ -312,8 +327,12 @@ async fn a_migration_killed_midway_continues_on_rerun_without_losing_or_reorderi
     produce(&config, &records).await;
     let source = read_all(&config, &config.kafka.topic).await;
 
-    // Start a copy and kill it (SIGKILL: nothing of its own shutdown runs) at its first
-    // progress report that counts copied records.
+    // Start a copy and kill it (SIGKILL: nothing of its own shutdown runs) as soon as the
+    // broker holds a commit of its group. The copy commits every `sinks.commit_interval_ms`,
+    // short here: on tansu the records of a partition arrive in one burst after a first fetch
+    // of seconds and are copied in about a second, well within one progress report (2 s).
+    config.sinks.commit_interval_ms = 50;
+    let group = format!("{}-topic-migrate-{to}", config.sinks.group_prefix);
     let log = std::env::temp_dir().join(format!("topic-migrate-{}.log", uuid::Uuid::new_v4()));
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_buildstats"))
         .args(["admin", "topic", "migrate", "--to", &to, "--partitions", "5"])
@@ -324,28 +343,27 @@ async fn a_migration_killed_midway_continues_on_rerun_without_losing_or_reorderi
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    // A progress report of N > 0 comes right after a commit of at least N records.
+    let watcher: BaseConsumer = kafka::client_config(&config.kafka).unwrap().set("group.id", &group).create().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
-    let reported = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let reported = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("topic migrate: copied ")?.split(' ').next()?.parse::<usize>().ok())
-            .find(|n| *n > 0);
-        if let Some(n) = reported {
+    let committed_before_kill = loop {
+        let committed = committed_total(&watcher, &config.kafka.topic);
+        if committed > 0 {
             child.kill().unwrap();
             child.wait().unwrap();
-            break n;
+            break committed;
         }
         if let Some(status) = child.try_wait().unwrap() {
-            panic!("the copy ended ({status}) before a progress report; make the test's load bigger:\n{text}");
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("the copy ended ({status}) before the test saw a commit of group {group}:\n{text}");
         }
-        assert!(Instant::now() < deadline, "no progress report within 120 s:\n{text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(Instant::now() < deadline, "no commit of group {group} within 120 s:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let killed = std::fs::read_to_string(&log).unwrap();
-    eprintln!("killed run:\n{killed}");
+    eprintln!("killed run (group {group} had committed {committed_before_kill} records):\n{killed}");
     assert!(!killed.contains("topic migrate done"), "the copy was killed before its end:\n{killed}");
+    let reported = committed_total(&watcher, &config.kafka.topic) as usize;
+    assert!(reported < source.len(), "killed midway: the group committed {reported} of {} records", source.len());
     let partial = read_all(&config, &to).await;
     assert!(!partial.is_empty() && partial.len() < source.len(), "killed midway: {} of {} copied", partial.len(), source.len());
 
@@ -358,9 +376,10 @@ async fn a_migration_killed_midway_continues_on_rerun_without_losing_or_reorderi
         .lines()
         .find_map(|l| l.strip_prefix("topic migrate done: copied ")?.split(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("a summary: {err}"));
-    assert!(
-        copied <= source.len() - reported,
-        "the rerun starts where the killed run committed: it copied {copied} of {}, {reported} were reported done",
+    assert_eq!(
+        copied,
+        source.len() - reported,
+        "the rerun starts where the killed run committed: it copied {copied} of {}, {reported} were committed",
         source.len()
     );
     let target = read_all(&config, &to).await;

@@ -116,7 +116,6 @@ pub fn consumer_config(config: &KafkaConfig, group_id: &str, commit_interval_ms:
         // restarts do not wait for it when `sinks.instance_id` gives static membership.
         .set("session.timeout.ms", "30000")
         .set("heartbeat.interval.ms", "3000")
-        .set("statistics.interval.ms", "5000")
         // Bound what librdkafka prefetches (its default lets a consumer queue 64 MiB, fetched
         // in 50 MiB requests): the sink's own per-partition buffers do the rest.
         .set("fetch.max.bytes", (8 * 1024 * 1024).max(batch_max_bytes(config)).to_string())

@@ -22,8 +22,8 @@
 //! null value, a tombstone, stays null), every header and the original timestamp are kept.
 //!
 //! Resumable: the copy's own consumer group (`{sinks.group_prefix}-topic-migrate-{TOPIC}`)
-//! commits, every 2 s and at the end, only offsets whose record and every record before it
-//! were acknowledged by the target. A run copies up to the end the source had when it started;
+//! commits, every `sinks.commit_interval_ms` (as the sinks do) and at the end, only offsets
+//! whose record and every record before it were acknowledged by the target. A run copies up to the end the source had when it started;
 //! a rerun (once the gateways are stopped) copies only the tail, and one with nothing left
 //! copies nothing. A crash or a stop repeats what was acknowledged since the last commit and
 //! what was in flight: at-least-once, a build's latest records may follow themselves again on
@@ -52,7 +52,7 @@ use crate::runtime::dead_letter::copy_of;
 const IN_FLIGHT_PER_PARTITION: usize = 100;
 /// Records read from one source partition and waiting for its task.
 const QUEUED_PER_PARTITION: usize = 64;
-/// Offsets are committed and progress printed this often.
+/// Progress is printed this often (offsets are committed every `sinks.commit_interval_ms`).
 const REPORT_EVERY: Duration = Duration::from_secs(2);
 /// No record read and none acknowledged for this long: the copy gives up, keeping what was
 /// acknowledged (a rerun continues). Records themselves never time out.
@@ -181,8 +181,16 @@ pub async fn migrate(config: &Config, to: &str, partitions: i32) -> anyhow::Resu
     consumer.assign(&assignment).context("cannot assign the source partitions")?;
 
     let started = Instant::now();
-    let mut run =
-        CopyRun { consumer: &consumer, source: &source, end: &end, progress: &progress, committed: start.clone(), started, total };
+    let mut run = CopyRun {
+        consumer: &consumer,
+        source: &source,
+        end: &end,
+        progress: &progress,
+        committed: start.clone(),
+        commit_every: Duration::from_millis(config.sinks.commit_interval_ms.max(1)),
+        started,
+        total,
+    };
     let outcome = run.copy(&mut senders, &mut tasks).await;
     // Whatever happened, keep what the target acknowledged.
     drop(senders);
@@ -286,6 +294,8 @@ struct CopyRun<'a> {
     progress: &'a Progress,
     /// Per source partition: what the group has committed.
     committed: Vec<i64>,
+    /// How often acknowledged offsets are committed (`sinks.commit_interval_ms`).
+    commit_every: Duration,
     started: Instant,
     total: u64,
 }
@@ -293,6 +303,8 @@ struct CopyRun<'a> {
 impl CopyRun<'_> {
     /// Read every assigned partition up to its end, hand each record to its partition's task,
     /// wait for the tasks to have every record acknowledged; commit and report meanwhile.
+    /// A failed commit is retried at the next one: what it would have kept is repeated by a
+    /// rerun after a crash, nothing is lost.
     async fn copy(
         &mut self,
         senders: &mut HashMap<i32, mpsc::Sender<OwnedMessage>>,
@@ -301,6 +313,10 @@ impl CopyRun<'_> {
         let mut ticker = tokio::time::interval(REPORT_EVERY);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
+        let mut commits = tokio::time::interval(self.commit_every);
+        commits.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        commits.tick().await;
+        let mut commit_error: Option<String> = None;
         let mut last_activity = Instant::now();
         let mut last_copied = 0u64;
         while !(senders.is_empty() && tasks.is_empty()) {
@@ -338,6 +354,9 @@ impl CopyRun<'_> {
                     Some(Ok(Err(e))) => return Err(e),
                     Some(Err(e)) => anyhow::bail!("a partition copy task failed: {e}"),
                 },
+                _ = commits.tick() => {
+                    commit_error = self.commit().err().map(|e| format!("{e:#}"));
+                }
                 _ = ticker.tick() => {
                     let copied = self.progress.copied.load(Ordering::Acquire);
                     if copied != last_copied {
@@ -351,8 +370,8 @@ impl CopyRun<'_> {
                             STALL_AFTER.as_secs()
                         );
                     }
-                    if let Err(e) = self.commit() {
-                        eprintln!("topic migrate: {e:#} (retried in {} s)", REPORT_EVERY.as_secs());
+                    if let Some(e) = commit_error.take() {
+                        eprintln!("topic migrate: {e} (retried every {} ms)", self.commit_every.as_millis());
                     }
                     let elapsed = self.started.elapsed().as_secs_f64();
                     eprintln!(

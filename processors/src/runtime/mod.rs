@@ -223,6 +223,11 @@ pub async fn run<S: Sink>(
     if !config.sinks.instance_id.is_empty() {
         consumer_config.set("group.instance.id", &config.sinks.instance_id);
     }
+    // The lag gauge comes from librdkafka's statistics (`SinkContext::stats`); other consumers
+    // (replay, migrate, redrive) have no use for them, and the default context logs each one.
+    if consumer_config.get("statistics.interval.ms").is_none() {
+        consumer_config.set("statistics.interval.ms", "5000");
+    }
     let consumer: SinkConsumer = consumer_config
         .create_with_context(context)
         .with_context(|| format!("cannot create the {name} sink's consumer for {}", config.kafka.brokers))?;
