@@ -12,10 +12,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use buildstats_core::config::Config;
 use buildstats_core::kafka;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::Message;
 use support::*;
 
 const BUILDS: usize = 48;
@@ -285,19 +285,10 @@ async fn migrate_copies_every_build_in_order_to_more_partitions_resumes_and_refu
 
 /// `target` holds `source`'s records in order, a suffix possibly repeated once after a stop
 /// (the records acknowledged since the last commit): `source[..j] ++ source[i..]`, `i <= j`.
-/// Records of `topic` the migration group `consumer` belongs to has committed, over all partitions.
+/// Records of `topic` the migration group `consumer` belongs to has committed, over all
+/// partitions (every test topic starts at offset 0).
 fn committed_total(consumer: &BaseConsumer, topic: &str) -> i64 {
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..SOURCE_PARTITIONS {
-        tpl.add_partition(topic, p);
-    }
-    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("the migration group's committed offsets");
-    (0..SOURCE_PARTITIONS)
-        .map(|p| match committed.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => o,
-            _ => 0,
-        })
-        .sum()
+    committed_offsets(consumer, topic, SOURCE_PARTITIONS).expect("the migration group's committed offsets").into_iter().flatten().sum()
 }
 
 fn is_prefix_then_replayed_suffix(source: &[Rec], target: &[Rec]) -> bool {

@@ -23,9 +23,9 @@
 //!
 //! Resumable: the copy's own consumer group (`{sinks.group_prefix}-topic-migrate-{TOPIC}`)
 //! commits, every `sinks.commit_interval_ms` (as the sinks do) and at the end, only offsets
-//! whose record and every record before it were acknowledged by the target. A run copies up to the end the source had when it started;
-//! a rerun (once the gateways are stopped) copies only the tail, and one with nothing left
-//! copies nothing. A crash or a stop repeats what was acknowledged since the last commit and
+//! whose record and every record before it were acknowledged by the target. A run copies up
+//! to the end the source had when it started; a rerun (once the gateways are stopped) copies
+//! only the tail, and one with nothing left copies nothing. A crash or a stop repeats what was acknowledged since the last commit and
 //! what was in flight: at-least-once, a build's latest records may follow themselves again on
 //! the target, which sinks (idempotent) take as they take any replay.
 
@@ -310,12 +310,8 @@ impl CopyRun<'_> {
         senders: &mut HashMap<i32, mpsc::Sender<OwnedMessage>>,
         tasks: &mut JoinSet<anyhow::Result<()>>,
     ) -> anyhow::Result<()> {
-        let mut ticker = tokio::time::interval(REPORT_EVERY);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticker.tick().await;
-        let mut commits = tokio::time::interval(self.commit_every);
-        commits.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        commits.tick().await;
+        let mut ticker = every(REPORT_EVERY);
+        let mut commits = every(self.commit_every);
         let mut commit_error: Option<String> = None;
         let mut last_activity = Instant::now();
         let mut last_copied = 0u64;
@@ -415,6 +411,13 @@ impl CopyRun<'_> {
         }
         Ok(())
     }
+}
+
+/// Ticks every `period`, the first one `period` from now; a late tick delays the next ones.
+fn every(period: Duration) -> tokio::time::Interval {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks
 }
 
 /// Copy one source partition's records, in the order they arrive (offset order): send with a

@@ -292,20 +292,32 @@ where
     }
 }
 
+/// The offsets the group of `consumer` has committed on partitions `0..partitions` of `topic`
+/// (`None`: nothing committed on that partition).
+pub fn committed_offsets(consumer: &BaseConsumer, topic: &str, partitions: i32) -> rdkafka::error::KafkaResult<Vec<Option<i64>>> {
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok((0..partitions)
+        .map(|p| match committed.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        })
+        .collect())
+}
+
 /// Whether `group` has committed offsets at the end of every partition of the topic.
 pub fn group_caught_up(config: &Config, group: &str) -> bool {
     let consumer: BaseConsumer = kafka::client_config(&config.kafka).unwrap().set("group.id", group).create().unwrap();
     let topic = &config.kafka.topic;
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..config.kafka.partitions {
-        tpl.add_partition(topic, p);
-    }
-    let Ok(committed) = consumer.committed_offsets(tpl, Duration::from_secs(10)) else { return false };
-    (0..config.kafka.partitions).all(|p| {
+    let Ok(committed) = committed_offsets(&consumer, topic, config.kafka.partitions) else { return false };
+    committed.iter().zip(0..).all(|(committed, p)| {
         let Ok((_, high)) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)) else { return false };
-        match committed.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => o >= high,
-            _ => high == 0,
+        match committed {
+            Some(o) => *o >= high,
+            None => high == 0,
         }
     })
 }
@@ -571,7 +583,7 @@ pub async fn send_fixture_to(gw: &common::TestGateway, repo: &str, token: &str, 
     doc["run_info"]["timestamp"] = serde_json::json!(timestamp);
     let doc = serde_json::to_vec(&doc).unwrap();
     let c = reqwest::Client::new();
-    let url = format!("{}/api/v1/repos/{}/{repo}/buildsense/{run_id}/", gw.base_url, gw.org);
+    let url = gw.url_in(repo, &format!("{run_id}/"));
     let steps: &[(reqwest::Method, &str)] = if start_only {
         &[(reqwest::Method::POST, "run start")]
     } else {

@@ -140,7 +140,12 @@ impl TestGateway {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("{}/api/v1/repos/{}/{}/buildsense/{path}", self.base_url, self.org, self.repo)
+        self.url_in(&self.repo, path)
+    }
+
+    /// [`url`](Self::url) for another repo of the gateway's org.
+    pub fn url_in(&self, repo: &str, path: &str) -> String {
+        format!("{}/api/v1/repos/{}/{repo}/buildsense/{path}", self.base_url, self.org)
     }
 
     pub async fn stop(mut self) {

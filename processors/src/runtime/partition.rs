@@ -267,7 +267,6 @@ async fn process<S: Sink>(shared: &Shared<S>, partition: i32, generation: u64, b
     }
 }
 
-/// The build's start (epoch µs), on the records that carry its run record.
 /// The bytes of one payload: inline, or its chunks from this batch and the stage.
 async fn resolve<S: Sink>(
     shared: &Shared<S>,
